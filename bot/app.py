@@ -1,0 +1,192 @@
+"""The composition root: builds the database, clients, services and the aiohttp application.
+
+Nothing is created at import time. `build_app` wires the routes; connections, the bolt app's
+client session, the vote writer and the scheduler live in the app's cleanup context, which also
+tears them down in order on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from bot.background import BackgroundTasks
+from bot.clock import SystemClock
+from bot.pipelines.base import InboundRequest, PipelineAdapter
+from bot.pipelines.generic import GenericAdapter
+from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
+from bot.policy import Policy
+from bot.ports import Clock, PipelineNotifier
+from bot.scheduler import Scheduler
+from bot.services.announcing import announce
+from bot.services.delivery import deliver_due
+from bot.services.deps import Deps, Tuning
+from bot.services.intake import Opened, open_request
+from bot.services.status import RequestStatus, request_status
+from bot.services.voting import Voting
+from bot.settings import Settings
+from handlers import api, health, slack_actions, slack_events, webhooks
+from handlers.slack_chat import SlackChat, SlackDirectory, make_web_client
+from handlers.slack_presenter import SlackAnnouncer
+from storage.db import create_engine
+from storage.migrate import upgrade
+from storage.uow import SqlDatabase
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: larger bodies get 413
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """Seconds between sweeps (each can also be woken at once)."""
+
+    announce: float = 2.0
+    deliveries: float = 1.0
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What the cleanup context built; routes reach it through the app."""
+
+    database: SqlDatabase
+    deps: Deps
+    voting: Voting
+    scheduler: Scheduler
+    http: aiohttp.ClientSession
+    background: BackgroundTasks = field(default_factory=BackgroundTasks)
+
+
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+
+
+def build_app(
+    settings: Settings,
+    policy: Policy,
+    *,
+    clock: Clock | None = None,
+    tuning: Tuning | None = None,
+    intervals: Intervals | None = None,
+) -> web.Application:
+    """The aiohttp application with every route; connections open in its startup phase."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    now_clock: Clock = clock or SystemClock()
+    every = intervals or Intervals()
+    bot_token = _secret(settings.slack_bot_token, "SLACK_BOT_TOKEN")
+    signing_secret = _secret(settings.slack_signing_secret, "SLACK_SIGNING_SECRET")
+    sessions: list[aiohttp.ClientSession] = []  # filled at startup; adapters read it lazily
+
+    def http() -> aiohttp.ClientSession:
+        return sessions[0]
+
+    slack_client = make_web_client(bot_token, settings.slack_api_url)
+    chat = SlackChat(slack_client)
+    announcer = SlackAnnouncer(chat, now_clock)
+    directory = SlackDirectory(slack_client, now_clock)
+    callback_secret = settings.callback_secret
+    generic = GenericAdapter(
+        StandardWebhookVerifier(settings.webhook_secrets, clock=now_clock.now),
+        StandardWebhookSigner(callback_secret) if callback_secret else None,
+        http,
+        now_clock.now,
+    )
+    adapters: Mapping[str, PipelineAdapter] = {generic.source: generic}
+    notifiers: Mapping[str, PipelineNotifier] = {generic.source: generic}
+    bolt = slack_events.build_bolt_app(slack_client, signing_secret)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        slack_client.session = session
+        database = SqlDatabase(create_engine(settings.database_url_value))
+        scheduler = Scheduler()
+        deps = Deps(
+            database=database,
+            clock=now_clock,
+            policy=policy,
+            announcer=announcer,
+            directory=directory,
+            notifiers=notifiers,
+            public_url=settings.public_url,
+            tuning=tuning or Tuning(retry_window=settings.quorum_callback_retry_window),
+            wake=scheduler.wake,
+        )
+        voting = Voting(deps)
+        runtime = Runtime(
+            database=database, deps=deps, voting=voting, scheduler=scheduler, http=session
+        )
+        app[RUNTIME] = runtime
+        slack_actions.register(
+            bolt, voting=voting, announcer=announcer, background=runtime.background
+        )
+        await voting.start()
+        scheduler.every("announce", every.announce, lambda: announce(deps))
+        scheduler.every("deliveries", every.deliveries, lambda: deliver_due(deps))
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.shutdown()
+            await voting.stop()
+            await runtime.background.drain()
+            await asyncio.sleep(0)  # let cancelled scheduler jobs finish unwinding
+            await session.close()
+            await database.dispose()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    async def ping_database() -> None:
+        await app[RUNTIME].database.ping()
+
+    async def open_request_route(inbound: InboundRequest) -> Opened:
+        return await open_request(app[RUNTIME].deps, inbound)
+
+    async def status_route(request_id: str) -> RequestStatus:
+        return await request_status(app[RUNTIME].deps, request_id)
+
+    health.register(app, ping_database=ping_database, policy_loaded=lambda: True)
+    webhooks.register(
+        app, adapters=adapters, open_request=open_request_route, public_url=settings.public_url
+    )
+    api.register(app, api_token=_optional(settings.quorum_api_token), get_status=status_route)
+    slack_events.register(app, bolt=bolt, signing_secret=signing_secret, now=now_clock.now)
+    return app
+
+
+def _secret(value: object, name: str) -> str:
+    from pydantic import SecretStr
+
+    if not isinstance(value, SecretStr):
+        raise ValueError(f"{name} is required to build the app")
+    return value.get_secret_value()
+
+
+def _optional(value: object) -> str | None:
+    from pydantic import SecretStr
+
+    return value.get_secret_value() if isinstance(value, SecretStr) else None
+
+
+def serve(settings: Settings, policy: Policy) -> None:
+    """Run until SIGINT/SIGTERM; applies migrations first on SQLite."""
+    for name in settings.uses_dev_values():
+        log.warning(
+            "LOCAL DEVELOPMENT VALUE in use for %s (QUORUM_DEV=1); not for production", name
+        )
+    if settings.is_sqlite:
+        asyncio.run(upgrade(settings.database_url_value))
+    log.info("serving on http://%s:%d", settings.quorum_host, settings.quorum_port)
+    web.run_app(
+        build_app(settings, policy),
+        host=settings.quorum_host,
+        port=settings.quorum_port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10.0,
+    )
+    log.info("stopped")

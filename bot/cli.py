@@ -1,0 +1,140 @@
+"""The `quorum` command line: serve, migrate, check-config, config-schema, explain."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.domain.model import Risk
+from bot.identity import describe_requester
+from bot.policy import PolicyError, load_policy, policy_json_schema, summary
+from bot.routing import RoutingError, explain, route
+from bot.settings import Settings, SettingsError, load_settings
+
+EXIT_OK = 0
+EXIT_INVALID = 1  # the policy (or another input) is invalid
+EXIT_SETTINGS = 2  # a setting is missing or malformed
+
+log = logging.getLogger("quorum")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quorum", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the HTTP server (applies migrations first on SQLite)")
+    sub.add_parser("migrate", help="apply database migrations up to the newest revision")
+    check = sub.add_parser("check-config", help="validate a policy file")
+    check.add_argument("path", nargs="?", help="policy file (default: $QUORUM_CONFIG)")
+    sub.add_parser("config-schema", help="print the JSON Schema of the policy file")
+    exp = sub.add_parser("explain", help="show how a request would be routed, without sending it")
+    exp.add_argument("--service", help="service name (or use --repository)")
+    exp.add_argument("--repository", help="repository, matched against services' repo globs")
+    exp.add_argument("--environment", required=True)
+    exp.add_argument("--risk", choices=[r.value for r in Risk])
+    exp.add_argument("--requested-by", help="the requester's Slack id, GitHub login or email")
+    exp.add_argument("--config", help="policy file (default: $QUORUM_CONFIG)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: str = args.command
+    if command == "config-schema":
+        print(json.dumps(policy_json_schema(), indent=2))
+        return EXIT_OK
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"quorum: setting {problem}", file=sys.stderr)
+        return EXIT_SETTINGS
+    _configure_logging(settings.quorum_log_level)
+    if command == "check-config":
+        return _check_config(Path(args.path) if args.path else settings.quorum_config)
+    if command == "explain":
+        return _explain(args, Path(args.config) if args.config else settings.quorum_config)
+    if command == "migrate":
+        return _migrate(settings)
+    return _serve(settings)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.Formatter.converter = time.gmtime  # log timestamps in UTC, like everything else
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per sweep otherwise
+
+
+def _check_config(path: Path) -> int:
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return EXIT_INVALID
+    print(summary(policy))
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, path: Path) -> int:
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return EXIT_INVALID
+    if not args.service and not args.repository:
+        print("quorum explain: give --service or --repository", file=sys.stderr)
+        return EXIT_INVALID
+    risk = Risk(args.risk) if args.risk else None
+    try:
+        routed = route(
+            policy,
+            service=args.service,
+            repository=args.repository,
+            environment=args.environment,
+            risk=risk,
+        )
+    except RoutingError as exc:
+        print(f"quorum explain: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(explain(policy, routed))
+    if args.requested_by:
+        print(describe_requester(policy, routed, args.requested_by))
+    return EXIT_OK
+
+
+def _migrate(settings: Settings) -> int:
+    from storage.migrate import upgrade
+
+    asyncio.run(upgrade(settings.database_url_value))
+    print("migrated: database is at the newest revision")
+    return EXIT_OK
+
+
+def _serve(settings: Settings) -> int:
+    from bot.app import serve
+
+    try:
+        settings.require_for_serve()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"quorum: setting {problem}", file=sys.stderr)
+        return EXIT_SETTINGS
+    try:
+        policy = load_policy(settings.quorum_config)
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return EXIT_INVALID
+    serve(settings, policy)
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The pure, synchronous core of Quorum: no I/O, no clock reads, standard library only."""

@@ -1,0 +1,212 @@
+"""Quorum arithmetic: which recorded approvals fill which rules, and whether the request is decided.
+
+The approval state is computed from the recorded votes every time, never stored as a flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bot.domain.model import RejectMode, RequestState, Rule, Vote, VoteKind
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProgress:
+    rule: Rule
+    approvers: tuple[str, ...]  # distinct voters whose approval is assigned to this rule
+
+    @property
+    def met(self) -> bool:
+        return len(self.approvers) >= self.rule.approvals
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    rules: tuple[RuleProgress, ...]
+    approvals: tuple[Vote, ...]  # every recorded approval, in order cast
+    rejections: tuple[Vote, ...]  # every recorded rejection, in order cast
+    outcome: RequestState | None  # APPROVED / REJECTED once the votes decide it, else None
+
+    @property
+    def waiting_on(self) -> tuple[str, ...]:
+        """Teams of the unmet rules, without repeats, in rule order."""
+        seen: dict[str, None] = {}
+        for progress in self.rules:
+            if not progress.met:
+                seen.setdefault(progress.rule.team, None)
+        return tuple(seen)
+
+    @property
+    def filled(self) -> int:
+        """Approval slots satisfied so far, over all rules."""
+        return filled_slots(self.rules)
+
+    @property
+    def needed(self) -> int:
+        """Approval slots the rules ask for in total."""
+        return sum(max(progress.rule.approvals, 0) for progress in self.rules)
+
+
+def eligible_rules(
+    rules: Sequence[Rule], eligible: Mapping[str, frozenset[str]], user: str
+) -> tuple[Rule, ...]:
+    """The rules `user` may approve for (via membership of the rule's team), in rule order."""
+    return tuple(rule for rule in rules if user in eligible.get(rule.team, frozenset()))
+
+
+def is_eligible(rules: Sequence[Rule], eligible: Mapping[str, frozenset[str]], user: str) -> bool:
+    """Whether `user` belongs to the team of at least one of the rules."""
+    return any(user in eligible.get(rule.team, frozenset()) for rule in rules)
+
+
+def filled_slots(progress: Sequence[RuleProgress]) -> int:
+    """Satisfied approval slots: each rule counts at most the approvals it asks for."""
+    return sum(min(len(p.approvers), max(p.rule.approvals, 0)) for p in progress)
+
+
+def assign(
+    rules: Sequence[Rule],
+    eligible: Mapping[str, frozenset[str]],
+    approvers: Sequence[str],
+) -> tuple[RuleProgress, ...]:
+    """Assign each distinct approver to at most one rule so that the most approval slots are filled.
+
+    This is a maximum bipartite matching with capacities (a rule takes at most `approvals` people),
+    found with augmenting paths: approvers are added in the order they approved, and adding one may
+    move earlier approvers to another rule they are eligible for, but never unassigns them. So the
+    set of assigned approvers is the earliest possible one, and the result is deterministic: free
+    slots are preferred in rule order before anyone is moved, and moves are tried in rule order.
+    An approver eligible for no unmet slot (even after moves) is simply left out.
+    """
+    # Rules are addressed by index: two rules may share a team, or (by mistake) a name.
+    order: dict[str, int] = {}
+    for user in approvers:
+        order.setdefault(user, len(order))
+    holders: list[list[str]] = [[] for _ in rules]
+    capacity = [max(rule.approvals, 0) for rule in rules]
+    candidates: dict[str, list[int]] = {
+        user: [i for i, rule in enumerate(rules) if user in eligible.get(rule.team, frozenset())]
+        for user in order
+    }
+
+    def place(user: str, visited: set[int]) -> bool:
+        options = candidates[user]
+        for i in options:
+            if len(holders[i]) < capacity[i]:
+                holders[i].append(user)
+                return True
+        for i in options:
+            if i in visited:
+                continue
+            visited.add(i)
+            # Rule i is full and now visited, so the search below can neither loop back into it
+            # nor change its holders while we iterate over them.
+            for holder in holders[i]:
+                if place(holder, visited):
+                    holders[i].remove(holder)
+                    holders[i].append(user)
+                    return True
+        return False
+
+    for user in order:
+        place(user, set())
+
+    return tuple(
+        RuleProgress(rule=rule, approvers=tuple(sorted(holders[i], key=order.__getitem__)))
+        for i, rule in enumerate(rules)
+    )
+
+
+def _approvers_in_order(votes: Sequence[Vote]) -> list[str]:
+    seen: dict[str, None] = {}
+    for vote in votes:
+        if vote.kind is VoteKind.APPROVE:
+            seen.setdefault(vote.voter, None)
+    return list(seen)
+
+
+def _in_cast_order(votes: Sequence[Vote]) -> list[Vote]:
+    # Stable: votes cast at the same instant keep the order the caller (the database) gave them.
+    return sorted(votes, key=lambda vote: vote.cast_at)
+
+
+def tally(
+    rules: Sequence[Rule],
+    eligible: Mapping[str, frozenset[str]],
+    votes: Sequence[Vote],
+    reject_mode: RejectMode,
+) -> Tally:
+    """Compute rules progress and the outcome from the recorded votes.
+
+    REJECTED wins over APPROVED when both hold. Rejections by people eligible for none of the rules
+    are ignored for the outcome (they are still listed in `rejections`). With `reject_mode` QUORUM
+    a rule is rejected once as many of its team's members reject as it needs approvals (at least
+    one). A request with no rules at all is APPROVED by arithmetic; the policy decides whether such
+    a request can exist.
+    """
+    ordered = _in_cast_order(votes)
+    approvals = tuple(vote for vote in ordered if vote.kind is VoteKind.APPROVE)
+    rejections = tuple(vote for vote in ordered if vote.kind is VoteKind.REJECT)
+    progress = assign(rules, eligible, _approvers_in_order(ordered))
+
+    outcome: RequestState | None = None
+    if _is_rejected(rules, eligible, rejections, reject_mode):
+        outcome = RequestState.REJECTED
+    elif all(p.met for p in progress):
+        outcome = RequestState.APPROVED
+    return Tally(rules=progress, approvals=approvals, rejections=rejections, outcome=outcome)
+
+
+def _is_rejected(
+    rules: Sequence[Rule],
+    eligible: Mapping[str, frozenset[str]],
+    rejections: Sequence[Vote],
+    reject_mode: RejectMode,
+) -> bool:
+    rejecters = {vote.voter for vote in rejections}
+    if reject_mode is RejectMode.ANY:
+        return any(is_eligible(rules, eligible, user) for user in rejecters)
+    for rule in rules:
+        team = eligible.get(rule.team, frozenset())
+        if len(rejecters & team) >= max(rule.approvals, 1):
+            return True
+    return False
+
+
+def would_help(
+    rules: Sequence[Rule],
+    eligible: Mapping[str, frozenset[str]],
+    votes: Sequence[Vote],
+    voter: str,
+) -> bool:
+    """Whether an approval by `voter` would fill one more slot, possibly by moving someone else.
+
+    False when the voter already approved (a person counts once per request).
+    """
+    approvers = _approvers_in_order(_in_cast_order(votes))
+    if voter in approvers:
+        return False
+    before = filled_slots(assign(rules, eligible, approvers))
+    after = filled_slots(assign(rules, eligible, [*approvers, voter]))
+    return after > before
+
+
+def assigned_rule(
+    rules: Sequence[Rule],
+    eligible: Mapping[str, frozenset[str]],
+    votes: Sequence[Vote],
+    voter: str,
+) -> str | None:
+    """The rule name an approval by `voter`, added now, would be assigned to (for `Vote.rule`).
+
+    None when the approval would not be assigned to any rule. Later approvals may move it; the
+    tally is always recomputed from the votes, so this is a record of intent, not of state.
+    """
+    approvers = _approvers_in_order(_in_cast_order(votes))
+    if voter not in approvers:
+        approvers.append(voter)
+    for progress in assign(rules, eligible, approvers):
+        if voter in progress.approvers:
+            return progress.rule.name
+    return None

@@ -1,0 +1,113 @@
+"""The shape every pipeline adapter follows: verify + parse an inbound webhook into an
+`InboundRequest`, and deliver a decision back (generic now; GitHub, GitLab, Jenkins later)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bot.domain.model import Delivery, RequestDetails, Requester, Risk
+from bot.ports import DeliveryResult
+
+__all__ = [
+    "FieldError",
+    "Ignored",
+    "InboundError",
+    "InboundRequest",
+    "InvalidPayload",
+    "PipelineAdapter",
+    "SignatureError",
+    "iso_utc",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """What an adapter hands to the `open_request` use case: a verified, validated request to
+    gate a deployment. Routing (service, rules, channel) is the use case's job."""
+
+    source: str  # the adapter: generic | github | gitlab | jenkins
+    delivery_id: str  # the provider's delivery id (webhook-id, X-GitHub-Delivery, …): dedupe key
+    service: str | None  # as the pipeline named it; None when only `repository` was given
+    repository: str | None  # matched against the services' repo globs when `service` is None
+    environment: str
+    risk: Risk | None  # the pipeline's own risk claim; None: the service's risk applies
+    requester: Requester
+    details: RequestDetails
+    body_sha256: str  # hex digest of the raw body: same delivery id + other body → 409
+    # Where and how to deliver the decision, adapter-specific and JSON-serialisable,
+    # e.g. {"url": "https://ci.example.com/hook"}; empty when the pipeline polls instead.
+    callback: dict[str, Any] = field(default_factory=dict)
+
+
+class InboundError(Exception):
+    """Base of the errors an adapter raises for input it refuses."""
+
+
+class SignatureError(InboundError):
+    """The webhook is not authentic (missing, stale or wrong signature) → HTTP 401.
+
+    `reason` is safe to log and to return to the caller: it never contains a secret."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One offending field: a dotted path such as `links[0].url` (`body` for the whole body)."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class InvalidPayload(InboundError):
+    """The body is authentic but malformed or violates the schema → HTTP 400 listing every field."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in self.errors))
+
+
+class Ignored(InboundError):
+    """The webhook is authentic but opens no request (a ping, an event Quorum does not gate).
+
+    The handler answers 2xx and logs `reason`; nothing is recorded."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PipelineAdapter(Protocol):
+    """One provider: parse its inbound webhook, deliver the decision back through the outbox."""
+
+    @property
+    def source(self) -> str:
+        """The adapter's name, also the `Delivery.target` it delivers: generic, github, …"""
+        ...
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
+        """Verify the signature, then parse and validate the body.
+
+        Synchronous and pure apart from the verifier's clock. Raises SignatureError (401),
+        InvalidPayload (400) or Ignored (2xx, nothing to do)."""
+        ...
+
+    async def deliver(self, delivery: Delivery) -> DeliveryResult:
+        """One delivery attempt. Never raises for a network or HTTP failure: the result says
+        whether it worked and whether a retry could help."""
+        ...
+
+
+def iso_utc(value: datetime) -> str:
+    """ISO-8601 in UTC with a `Z` suffix and whole seconds, as every Quorum API shows times."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime; Quorum only handles timezone-aware UTC times")
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,275 @@
+"""The ports the use cases depend on: storage (unit of work), chat, directory, pipelines and clock.
+
+Implemented by `storage/` (unit of work), `handlers/slack_chat.py` (chat, directory) and
+`bot/pipelines/<provider>.py` (pipeline delivery). Services see only these Protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol
+
+from bot.domain.model import (
+    ApprovalRequest,
+    Delegation,
+    Delivery,
+    Event,
+    Freeze,
+    ProcessedWebhook,
+    Vote,
+)
+from bot.domain.quorum import Tally
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class ConcurrencyError(Exception):
+    """A write lost a race (stale revision, or a unique constraint such as one vote per voter)."""
+
+
+class DuplicateVoteError(ConcurrencyError):
+    """The voter (or the person clicking) already has a vote on this request."""
+
+
+class RequestRepository(Protocol):
+    async def add(self, request: ApprovalRequest) -> None: ...
+
+    async def get(self, request_id: str) -> ApprovalRequest | None: ...
+
+    async def get_for_update(self, request_id: str) -> ApprovalRequest | None:
+        """Like `get`, but locks the row until the unit of work ends (SELECT … FOR UPDATE)."""
+        ...
+
+    async def save(self, request: ApprovalRequest) -> None:
+        """Write back a changed request. Bumps `revision`; raises ConcurrencyError when the stored
+        revision is no longer the one that was read."""
+        ...
+
+    async def list_open(self) -> Sequence[ApprovalRequest]: ...
+
+    async def list_card_out_of_date(self, limit: int) -> Sequence[ApprovalRequest]:
+        """Requests whose Slack card has not been posted yet or shows an older revision."""
+        ...
+
+    async def mark_card_synced(
+        self, request_id: str, revision: int, channel: str, message_ts: str
+    ) -> None:
+        """Record that the card at (channel, message_ts) now shows `revision` (never goes back)."""
+        ...
+
+
+class VoteRepository(Protocol):
+    async def add(self, vote: Vote) -> None:
+        """Raises DuplicateVoteError when the voter or the actor already voted on the request."""
+        ...
+
+    async def list_for(self, request_id: str) -> Sequence[Vote]:
+        """The request's votes in the order they were cast."""
+        ...
+
+    async def list_unannounced(self, limit: int) -> Sequence[Vote]: ...
+
+    async def mark_announced(self, request_id: str, voter: str, at: datetime) -> None: ...
+
+
+class EventLog(Protocol):
+    async def append(self, event: Event) -> None:
+        """Append to the hash-chained audit trail."""
+        ...
+
+    async def list_for(self, request_id: str) -> Sequence[Event]: ...
+
+    async def verify_chain(self) -> int | None:
+        """None when the whole chain verifies, else the sequence number of the first bad entry."""
+        ...
+
+
+class Outbox(Protocol):
+    async def add(self, delivery: Delivery) -> None: ...
+
+    async def get_for_request(self, request_id: str) -> Sequence[Delivery]: ...
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> Sequence[Delivery]:
+        """Pending deliveries due at `now`, leased until `lease_until` so that no other worker
+        takes them meanwhile (FOR UPDATE SKIP LOCKED where the database has it)."""
+        ...
+
+    async def record_attempt(self, delivery: Delivery) -> None:
+        """Persist the outcome of an attempt: state, attempts, next_attempt_at, last_error."""
+        ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+
+class WebhookLog(Protocol):
+    async def get(self, source: str, webhook_id: str) -> ProcessedWebhook | None: ...
+
+    async def add(self, record: ProcessedWebhook) -> None:
+        """Raises ConcurrencyError when (source, webhook_id) was already recorded."""
+        ...
+
+
+class FreezeRepository(Protocol):
+    async def add(self, freeze: Freeze) -> None: ...
+
+    async def get(self, freeze_id: str) -> Freeze | None: ...
+
+    async def list_current(self, now: datetime) -> Sequence[Freeze]:
+        """Freezes not ended by `now` (active or upcoming)."""
+        ...
+
+    async def end(self, freeze_id: str, at: datetime, by: str) -> None: ...
+
+
+class DelegationRepository(Protocol):
+    async def add(self, delegation: Delegation) -> None: ...
+
+    async def list_active(self, now: datetime) -> Sequence[Delegation]: ...
+
+    async def list_by_delegator(self, delegator: str, now: datetime) -> Sequence[Delegation]: ...
+
+    async def revoke(self, delegation_id: str, at: datetime) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. `async with uow:` begins; leaving without `commit()` rolls back."""
+
+    requests: RequestRepository
+    votes: VoteRepository
+    events: EventLog
+    outbox: Outbox
+    webhooks: WebhookLog
+    freezes: FreezeRepository
+    delegations: DelegationRepository
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class Database(Protocol):
+    """The storage as a whole: units of work plus health."""
+
+    def unit_of_work(self) -> UnitOfWork: ...
+
+    async def ping(self) -> None:
+        """Raise when the database cannot be reached."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    channel: str
+    ts: str
+
+
+class Chat(Protocol):
+    """What Quorum says in Slack. `blocks` are Block Kit dicts rendered by handlers/blocks.py."""
+
+    async def post_message(
+        self,
+        channel: str,
+        text: str,
+        blocks: Sequence[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> PostedMessage: ...
+
+    async def update_message(
+        self, channel: str, ts: str, text: str, blocks: Sequence[dict[str, Any]] | None = None
+    ) -> None: ...
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> None: ...
+
+    async def open_modal(self, trigger_id: str, view: dict[str, Any]) -> None: ...
+
+    async def send_dm(
+        self, user: str, text: str, blocks: Sequence[dict[str, Any]] | None = None
+    ) -> None: ...
+
+    async def permalink(self, channel: str, ts: str) -> str | None: ...
+
+
+class Directory(Protocol):
+    """Who is who in Slack."""
+
+    async def usergroup_members(self, usergroup: str) -> frozenset[str]: ...
+
+    async def user_by_email(self, email: str) -> str | None: ...
+
+    async def user_timezone(self, user: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The outcome of one delivery attempt. `permanent` errors (most 4xx) are not retried."""
+
+    ok: bool
+    detail: str = ""
+    permanent: bool = False
+
+
+class PipelineNotifier(Protocol):
+    """Delivers a decision back to the pipeline that asked (one implementation per provider)."""
+
+    def delivery_payload(self, request: ApprovalRequest, votes: Sequence[Vote]) -> dict[str, Any]:
+        """What to deliver for the decided `request`, stored in the outbox in the same
+        transaction as the decision, so every retry sends the same thing."""
+        ...
+
+    async def deliver(self, delivery: Delivery) -> DeliveryResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CardStatus:
+    """What the card shows besides the request and its votes."""
+
+    callback: str | None = None  # "pipeline notified" / "retrying, attempt 4: HTTP 503"
+    warnings: tuple[str, ...] = ()
+    frozen_note: str | None = None
+    next_timer: str | None = None
+
+
+class Announcer(Protocol):
+    """Quorum's voice in Slack, in domain terms (implemented over `Chat` by handlers/)."""
+
+    async def show_card(
+        self, request: ApprovalRequest, tally: Tally, votes: Sequence[Vote], status: CardStatus
+    ) -> PostedMessage:
+        """Post the card when `request.message_ts` is None, else update that message in place."""
+        ...
+
+    async def post_vote(self, request: ApprovalRequest, vote: Vote) -> None:
+        """A thread reply under the card recording the vote."""
+        ...
+
+    async def post_decision(self, request: ApprovalRequest, tally: Tally) -> None: ...
+
+    async def tell(self, channel: str, user: str, text: str) -> None:
+        """An ephemeral message only `user` sees."""
+        ...
+
+    async def ask_reject_reason(self, trigger_id: str, request: ApprovalRequest) -> None:
+        """Open the modal that asks for a rejection reason."""
+        ...

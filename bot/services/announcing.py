@@ -1,0 +1,117 @@
+"""Bring Slack in line with the database: post or update cards, post vote replies.
+
+Slack is derived state. Each sweep re-reads what is out of date, so a crash or a Slack outage
+between a commit and its announcement is repaired by the next sweep; nothing is announced that
+was not committed first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.domain import events
+from bot.domain.model import ApprovalRequest, Delivery, DeliveryState, Vote
+from bot.domain.quorum import tally
+from bot.ports import CardStatus
+from bot.services.deps import Deps
+from bot.services.teams import team_members
+
+log = logging.getLogger(__name__)
+
+
+def callback_status(deliveries: list[Delivery]) -> str | None:
+    """The card's line about the pipeline callback."""
+    if not deliveries:
+        return None
+    latest = deliveries[-1]
+    if latest.state is DeliveryState.DELIVERED:
+        return "pipeline notified"
+    if latest.state is DeliveryState.FAILED:
+        return (
+            f"pipeline NOT notified (gave up after {latest.attempts} attempts: "
+            f"{latest.last_error or 'unknown error'})"
+        )
+    if latest.attempts == 0:
+        return "notifying pipeline…"
+    return f"retrying, attempt {latest.attempts + 1}: {latest.last_error or 'error'}"
+
+
+def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
+    warnings: list[str] = []
+    if request.service is None:
+        named = request.callback.get("requested_service") or "the service"
+        warnings.append(f"No owner: {named!r} is not in the policy; routed to the default channel.")
+    if request.requester.slack_user is None and not request.self_approval:
+        warnings.append(
+            "The requester could not be matched to a Slack user, so Quorum cannot stop them "
+            "approving their own deployment. Check who you are approving for."
+        )
+    return tuple(warnings)
+
+
+async def sync_cards(deps: Deps) -> int:
+    """Post missing cards and update stale ones. Returns how many were brought up to date."""
+    async with deps.database.unit_of_work() as uow:
+        stale = await uow.requests.list_card_out_of_date(deps.tuning.batch_size)
+    done = 0
+    for request in stale:
+        try:
+            await _sync_card(deps, request)
+            done += 1
+        except Exception:
+            log.exception(
+                "could not bring the card of %s up to date; next sweep retries", request.id
+            )
+    return done
+
+
+async def _sync_card(deps: Deps, request: ApprovalRequest) -> None:
+    async with deps.database.unit_of_work() as uow:
+        votes = list(await uow.votes.list_for(request.id))
+        deliveries = list(await uow.outbox.get_for_request(request.id))
+    eligible = await team_members(deps, {rule.team for rule in request.rules})
+    status = CardStatus(callback=callback_status(deliveries), warnings=card_warnings(request))
+    first_post = request.message_ts is None
+    posted = await deps.announcer.show_card(
+        request, tally(request.rules, eligible, votes, request.reject_mode), votes, status
+    )
+    now = deps.clock.now()
+    async with deps.database.unit_of_work() as uow:
+        await uow.requests.mark_card_synced(request.id, request.revision, posted.channel, posted.ts)
+        if first_post:
+            await uow.events.append(events.card_posted(request.id, posted.channel, posted.ts, now))
+        await uow.commit()
+
+
+async def announce_votes(deps: Deps) -> int:
+    """Post a thread reply under the card for each recorded vote not yet announced."""
+    async with deps.database.unit_of_work() as uow:
+        votes = list(await uow.votes.list_unannounced(deps.tuning.batch_size))
+        requests: dict[str, ApprovalRequest | None] = {}
+        for vote in votes:
+            if vote.request_id not in requests:
+                requests[vote.request_id] = await uow.requests.get(vote.request_id)
+    done = 0
+    for vote in votes:
+        request = requests.get(vote.request_id)
+        if request is None or request.message_ts is None:
+            continue  # the card is not posted yet: the reply waits for it
+        try:
+            await _announce_vote(deps, request, vote)
+            done += 1
+        except Exception:
+            log.exception("could not announce a vote on %s; next sweep retries", request.id)
+    return done
+
+
+async def _announce_vote(deps: Deps, request: ApprovalRequest, vote: Vote) -> None:
+    await deps.announcer.post_vote(request, vote)
+    async with deps.database.unit_of_work() as uow:
+        await uow.votes.mark_announced(vote.request_id, vote.voter, deps.clock.now())
+        await uow.commit()
+
+
+async def announce(deps: Deps) -> None:
+    """One sweep: cards first (vote replies are threaded under them), then vote replies."""
+    await sync_cards(deps)
+    await announce_votes(deps)

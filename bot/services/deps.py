@@ -1,0 +1,35 @@
+"""What the use cases are given: ports, policy, clock and tuning (built by bot/app.py)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from bot.policy import Policy
+from bot.ports import Announcer, Clock, Database, Directory, PipelineNotifier
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    backoff_base: timedelta = timedelta(seconds=5)
+    backoff_cap: timedelta = timedelta(hours=1)
+    retry_window: timedelta = timedelta(hours=24)
+    lease: timedelta = timedelta(seconds=60)  # a claimed delivery is retried after this on a crash
+    batch_size: int = 100  # outbox rows / cards handled per sweep
+
+
+@dataclass(slots=True)
+class Deps:
+    database: Database
+    clock: Clock
+    policy: Policy
+    announcer: Announcer
+    directory: Directory
+    notifiers: Mapping[str, PipelineNotifier]
+    public_url: str
+    tuning: Tuning = field(default_factory=Tuning)
+    jitter: Callable[[], float] = random.random
+    # Nudges a background job ("cards", "deliveries") to run now instead of at its next sweep.
+    wake: Callable[[str], None] = lambda _job: None

@@ -1,0 +1,128 @@
+"""open_request: a verified pipeline request becomes a routed, recorded approval request."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from bot.domain import events
+from bot.domain.model import ApprovalRequest, ProcessedWebhook, Requester
+from bot.identity import resolve_static
+from bot.pipelines.base import InboundRequest
+from bot.ports import ConcurrencyError, UnitOfWork
+from bot.routing import RoutingError, UnknownEnvironment, route
+from bot.services.deps import Deps
+from bot.services.errors import Conflict, Unprocessable
+from bot.services.ids import new_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    request_id: str
+    state: str
+    created: bool  # False: a replay of a delivery already taken
+
+
+async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
+    """Route, dedupe on the delivery id, record the request and its audit event in one
+    transaction; the card is posted afterwards by the card syncer (woken here)."""
+    replay = await _replay(deps, inbound)
+    if replay is not None:
+        return replay
+    try:
+        routed = route(
+            deps.policy,
+            service=inbound.service,
+            repository=inbound.repository,
+            environment=inbound.environment,
+            risk=inbound.risk,
+        )
+    except UnknownEnvironment as exc:
+        raise Unprocessable(str(exc), known=sorted(deps.policy.environments)) from None
+    except RoutingError as exc:
+        raise Unprocessable(str(exc)) from None
+    if routed.require_change_ticket and not inbound.details.change_ticket:
+        raise Unprocessable(
+            f"environment {routed.environment!r} requires a change ticket (field change_ticket)"
+        )
+    requester = await _resolve_requester(deps, inbound.requester)
+    now = deps.clock.now()
+    request = ApprovalRequest(
+        id=new_id("req", now),
+        source=inbound.source,
+        service=routed.service,
+        environment=routed.environment,
+        risk=routed.risk,
+        owner_team=routed.owner_team,
+        channel=routed.channel,
+        rules=routed.rules,
+        reject_mode=routed.reject_mode,
+        self_approval=routed.self_approval,
+        requester=requester,
+        details=inbound.details,
+        created_at=now,
+        callback=dict(inbound.callback),
+    )
+    if routed.service is None:
+        request.callback = {**request.callback, "requested_service": routed.requested_service}
+    try:
+        async with deps.database.unit_of_work() as uow:
+            await uow.webhooks.add(
+                ProcessedWebhook(
+                    source=inbound.source,
+                    webhook_id=inbound.delivery_id,
+                    body_sha256=inbound.body_sha256,
+                    request_id=request.id,
+                    received_at=now,
+                )
+            )
+            await uow.requests.add(request)
+            await uow.events.append(events.request_opened(request, now))
+            await uow.commit()
+    except ConcurrencyError:
+        # Another process took the same delivery id between our check and our insert.
+        replay = await _replay(deps, inbound)
+        if replay is None:
+            raise
+        return replay
+    log.info(
+        "opened %s: %s → %s in %s",
+        request.id,
+        request.service,
+        request.environment,
+        request.channel,
+    )
+    deps.wake("cards")
+    return Opened(request_id=request.id, state=request.state.value, created=True)
+
+
+async def _replay(deps: Deps, inbound: InboundRequest) -> Opened | None:
+    async with deps.database.unit_of_work() as uow:
+        seen = await uow.webhooks.get(inbound.source, inbound.delivery_id)
+        if seen is None:
+            return None
+        if seen.body_sha256 != inbound.body_sha256:
+            raise Conflict(
+                f"webhook id {inbound.delivery_id!r} was already used with a different body"
+            )
+        request = await _request_of(uow, seen)
+    state = request.state.value if request is not None else "unknown"
+    return Opened(request_id=seen.request_id or "", state=state, created=False)
+
+
+async def _request_of(uow: UnitOfWork, seen: ProcessedWebhook) -> ApprovalRequest | None:
+    return await uow.requests.get(seen.request_id) if seen.request_id else None
+
+
+async def _resolve_requester(deps: Deps, requester: Requester) -> Requester:
+    resolved = resolve_static(deps.policy, requester)
+    if resolved.slack_user or not (requester.email and deps.policy.identities.email_lookup):
+        return resolved
+    try:
+        user = await deps.directory.user_by_email(requester.email)
+    except Exception:  # Slack unreachable: open the request anyway; logged with the traceback
+        log.exception("users.lookupByEmail failed; requester stays unmapped")
+        return resolved
+    return replace(resolved, slack_user=user) if user else resolved

@@ -1,0 +1,35 @@
+"""request_status: what a polling pipeline (GET /api/v1/requests/{id}) sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.domain.model import ApprovalRequest, Delivery, Vote
+from bot.domain.quorum import Tally, tally
+from bot.services.deps import Deps
+from bot.services.errors import NotFound
+from bot.services.teams import team_members
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatus:
+    request: ApprovalRequest
+    tally: Tally
+    votes: tuple[Vote, ...]
+    delivery: Delivery | None
+
+
+async def request_status(deps: Deps, request_id: str) -> RequestStatus:
+    async with deps.database.unit_of_work() as uow:
+        request = await uow.requests.get(request_id)
+        if request is None:
+            raise NotFound(f"no request {request_id!r}")
+        votes = tuple(await uow.votes.list_for(request_id))
+        deliveries = list(await uow.outbox.get_for_request(request_id))
+    eligible = await team_members(deps, {rule.team for rule in request.rules})
+    return RequestStatus(
+        request=request,
+        tally=tally(request.rules, eligible, votes, request.reject_mode),
+        votes=votes,
+        delivery=deliveries[-1] if deliveries else None,
+    )

@@ -1,0 +1,98 @@
+"""`GET /api/v1/requests/{id}`: request status for pipelines that poll (bearer QUORUM_API_TOKEN)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.pipelines.base import iso_utc
+from bot.services.errors import NotFound
+from bot.services.status import RequestStatus
+from handlers.errors import json_error
+
+GetStatus = Callable[[str], Awaitable[RequestStatus]]
+
+
+def register(app: web.Application, *, api_token: str | None, get_status: GetStatus) -> None:
+    async def handle_request_status(request: web.Request) -> web.Response:
+        if not _authorized(request, api_token):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="quorum"'},
+            )
+        try:
+            status = await get_status(request.match_info["request_id"])
+        except NotFound as exc:
+            return json_error(404, exc.message)
+        return web.json_response(render_status(status))
+
+    app.router.add_get("/api/v1/requests/{request_id}", handle_request_status)
+
+
+def _authorized(request: web.Request, api_token: str | None) -> bool:
+    if not api_token:
+        return False  # no token configured: the API is closed
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), api_token.encode()
+    )
+
+
+def _time(value: Any) -> str | None:
+    return iso_utc(value) if value is not None else None
+
+
+def render_status(status: RequestStatus) -> dict[str, Any]:
+    """The JSON of docs/openapi.yaml `RequestStatus`."""
+    req = status.request
+    delivery = status.delivery
+    return {
+        "id": req.id,
+        "state": req.state.value,
+        "service": req.service,
+        "environment": req.environment,
+        "risk": req.risk.value,
+        "source": req.source,
+        "reason": req.decision_reason,
+        "break_glass": req.break_glass,
+        "rules": [
+            {
+                "name": p.rule.name,
+                "team": p.rule.team,
+                "approvals": p.rule.approvals,
+                "approved_by": list(p.approvers),
+                "met": p.met,
+            }
+            for p in status.tally.rules
+        ],
+        "waiting_on": list(status.tally.waiting_on) if req.state.is_open else [],
+        "votes": [
+            {
+                "user": vote.clicked_by,
+                "vote": vote.kind.value,
+                "reason": vote.reason,
+                "at": iso_utc(vote.cast_at),
+                "on_behalf_of": vote.voter if vote.clicked_by != vote.voter else None,
+            }
+            for vote in status.votes
+        ],
+        "callback": None
+        if delivery is None
+        else {
+            "state": delivery.state.value,
+            "attempts": delivery.attempts,
+            "last_error": delivery.last_error,
+            "next_attempt_at": _time(delivery.next_attempt_at)
+            if delivery.state.value == "pending"
+            else None,
+            "delivered_at": _time(delivery.delivered_at),
+        },
+        "created_at": iso_utc(req.created_at),
+        "decided_at": _time(req.decided_at),
+        "card": {"channel": req.channel, "ts": req.message_ts} if req.message_ts else None,
+    }

@@ -1,0 +1,264 @@
+"""The Chat and Directory ports over slack-sdk's AsyncWebClient (rate-limit aware, cached lookups).
+
+Slack failures surface as `ChatError(method, error_code)`: never the SDK's exception, whose
+response object carries the request headers (and so the bot token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.ports import Clock, PostedMessage
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+RATE_LIMIT_RETRIES = 5
+CONNECTION_RETRIES = 2
+# Slack answers these when the message or channel is gone: no permalink rather than an error.
+_NO_PERMALINK = frozenset({"message_not_found", "channel_not_found", "not_in_channel"})
+
+
+class ChatError(Exception):
+    """A Slack Web API call failed. Carries the method and Slack's error code, never the token."""
+
+    def __init__(
+        self,
+        method: str,
+        error_code: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"Slack {method} failed: {error_code}")
+        self.method = method
+        self.error_code = error_code
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again later: rate limits, Slack's 5xx and transport failures."""
+        return self.error_code in (
+            "ratelimited",
+            "transport_error",
+            "fatal_error",
+            "internal_error",
+        ) or (self.status is not None and (self.status == 429 or self.status >= 500))
+
+    def __repr__(self) -> str:
+        return f"ChatError(method={self.method!r}, error_code={self.error_code!r})"
+
+
+def make_web_client(
+    token: str,
+    base_url: str | None = None,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    timeout: int = 30,
+) -> AsyncWebClient:
+    """An AsyncWebClient that waits out 429s (`Retry-After`) and retries dropped connections.
+
+    Pass a long-lived `session` (created inside the running loop, closed at shutdown) to reuse
+    connections; without one slack-sdk opens a session per call.
+    """
+    url = base_url or DEFAULT_SLACK_API_URL
+    if not url.endswith("/"):
+        url += "/"  # urljoin would otherwise drop the last path segment ("…/api" + "chat.update")
+    return AsyncWebClient(
+        token=token,
+        base_url=url,
+        session=session,
+        timeout=timeout,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+        ],
+    )
+
+
+def _chat_error(method: str, exc: SlackApiError) -> ChatError:
+    response = exc.response
+    status: int | None = getattr(response, "status_code", None)
+    data = getattr(response, "data", None)
+    code = data.get("error") if isinstance(data, dict) else None
+    retry_after: float | None = None
+    headers = getattr(response, "headers", None) or {}
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) and value else value
+            try:
+                retry_after = float(raw)
+            except (TypeError, ValueError):
+                retry_after = None
+    return ChatError(method, str(code or f"http_{status}"), status=status, retry_after=retry_after)
+
+
+async def _call(method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+    """Await one Web API call, translating its failures into ChatError."""
+    try:
+        return await call
+    except SlackApiError as exc:
+        # `from None`: the SDK exception's response holds the request headers (bearer token).
+        raise _chat_error(method, exc) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ChatError(method, "transport_error") from exc
+
+
+class SlackChat:
+    """Implements bot.ports.Chat."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._dm_channels: dict[str, str] = {}  # DM channel ids never change for a user
+
+    async def post_message(
+        self,
+        channel: str,
+        text: str,
+        blocks: Sequence[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+    ) -> PostedMessage:
+        response = await _call(
+            "chat.postMessage",
+            self._client.chat_postMessage(
+                channel=channel,
+                text=text,
+                blocks=list(blocks) if blocks is not None else None,
+                thread_ts=thread_ts,
+                # Cards carry several links: previews would bury the buttons.
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return PostedMessage(channel=str(response["channel"]), ts=str(response["ts"]))
+
+    async def update_message(
+        self, channel: str, ts: str, text: str, blocks: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        await _call(
+            "chat.update",
+            self._client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=text,
+                blocks=list(blocks) if blocks is not None else None,
+            ),
+        )
+
+    async def post_ephemeral(self, channel: str, user: str, text: str) -> None:
+        await _call(
+            "chat.postEphemeral",
+            self._client.chat_postEphemeral(channel=channel, user=user, text=text),
+        )
+
+    async def open_modal(self, trigger_id: str, view: dict[str, Any]) -> None:
+        await _call("views.open", self._client.views_open(trigger_id=trigger_id, view=view))
+
+    async def send_dm(
+        self, user: str, text: str, blocks: Sequence[dict[str, Any]] | None = None
+    ) -> None:
+        channel = self._dm_channels.get(user)
+        if channel is None:
+            response = await _call(
+                "conversations.open", self._client.conversations_open(users=user)
+            )
+            channel = str(response["channel"]["id"])
+            self._dm_channels[user] = channel
+        await self.post_message(channel, text, blocks)
+
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        try:
+            response = await _call(
+                "chat.getPermalink",
+                self._client.chat_getPermalink(channel=channel, message_ts=ts),
+            )
+        except ChatError as exc:
+            if exc.error_code in _NO_PERMALINK:
+                return None
+            raise
+        permalink = response.get("permalink")
+        return str(permalink) if permalink else None
+
+
+class SlackDirectory:
+    """Implements bot.ports.Directory. User-group members are cached for `ttl` (measured on the
+    injected clock); concurrent lookups of one group share a single in-flight request."""
+
+    def __init__(
+        self, client: AsyncWebClient, clock: Clock, ttl: timedelta = timedelta(minutes=5)
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._ttl = ttl
+        self._groups: dict[str, tuple[datetime, frozenset[str]]] = {}
+        self._inflight: dict[str, asyncio.Task[frozenset[str]]] = {}
+
+    async def usergroup_members(self, usergroup: str) -> frozenset[str]:
+        cached = self._groups.get(usergroup)
+        if cached is not None and self._clock.now() - cached[0] < self._ttl:
+            return cached[1]
+        task = self._inflight.get(usergroup)
+        if task is None:
+            task = asyncio.create_task(self._fetch_usergroup(usergroup))
+            self._inflight[usergroup] = task
+            task.add_done_callback(lambda done: self._forget(usergroup, done))
+        # shield: one caller being cancelled must not cancel the lookup the others wait on.
+        return await asyncio.shield(task)
+
+    def _forget(self, usergroup: str, task: asyncio.Task[frozenset[str]]) -> None:
+        if self._inflight.get(usergroup) is task:
+            del self._inflight[usergroup]
+        # Mark the exception retrieved even if every waiter was cancelled (no "never retrieved").
+        if not task.cancelled():
+            task.exception()
+
+    async def _fetch_usergroup(self, usergroup: str) -> frozenset[str]:
+        # Stamp with the time the request was made: the answer is at least that fresh.
+        fetched_at = self._clock.now()
+        response = await _call(
+            "usergroups.users.list", self._client.usergroups_users_list(usergroup=usergroup)
+        )
+        members = frozenset(str(user) for user in response.get("users") or ())
+        self._groups[usergroup] = (fetched_at, members)
+        return members
+
+    def invalidate(self, usergroup: str | None = None) -> None:
+        """Drop cached members of one group (or of all groups)."""
+        if usergroup is None:
+            self._groups.clear()
+        else:
+            self._groups.pop(usergroup, None)
+
+    async def user_by_email(self, email: str) -> str | None:
+        try:
+            response = await _call(
+                "users.lookupByEmail", self._client.users_lookupByEmail(email=email)
+            )
+        except ChatError as exc:
+            if exc.error_code == "users_not_found":
+                return None
+            raise
+        user = response.get("user") or {}
+        user_id = user.get("id")
+        return str(user_id) if user_id else None
+
+    async def user_timezone(self, user: str) -> str | None:
+        try:
+            response = await _call("users.info", self._client.users_info(user=user))
+        except ChatError as exc:
+            if exc.error_code == "user_not_found":
+                return None
+            raise
+        tz = (response.get("user") or {}).get("tz")
+        return str(tz) if tz else None

@@ -1,0 +1,97 @@
+"""`POST /slack/events`: bolt's AsyncApp mounted as one route of our aiohttp app, behind a guard.
+
+Bolt parses the body before it verifies the signature, so a malformed body would surface as a
+500. The guard verifies the Slack signature (401) and that the body parses (400) first; bolt then
+verifies the signature again (kept on) and dispatches to the listeners.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import Clock, SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.errors import json_error
+
+log = logging.getLogger(__name__)
+
+
+class _VerifierClock(Clock):
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now().timestamp()
+
+
+def build_bolt_app(client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+    """The bolt app. `process_before_response=True`: listeners run before the HTTP response is
+    written, so an ack is sent only after our commit, and no 10 ms ack polling is involved."""
+    return AsyncApp(
+        client=client,
+        signing_secret=signing_secret,
+        process_before_response=True,
+        request_verification_enabled=True,
+        raise_error_for_unhandled_request=False,
+        ssl_check_enabled=True,
+        url_verification_enabled=True,
+    )
+
+
+def malformed(body: bytes, content_type: str) -> str | None:
+    """Why the body cannot be a Slack request, or None when it parses."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8"
+    if content_type == "application/json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"body is not valid JSON: {exc.msg}"
+        return None if isinstance(data, dict) else "body is not a JSON object"
+    form = parse_qs(text, keep_blank_values=True)
+    if "payload" in form:
+        try:
+            payload = json.loads(form["payload"][0])
+        except json.JSONDecodeError as exc:
+            return f"payload is not valid JSON: {exc.msg}"
+        if not isinstance(payload, dict) or "type" not in payload:
+            return "payload is not a Slack interaction (no type)"
+        return None
+    if "command" in form:
+        return None
+    return "body is neither an interaction payload nor a slash command"
+
+
+def register(
+    app: web.Application,
+    *,
+    bolt: AsyncApp,
+    signing_secret: str,
+    now: Callable[[], datetime],
+) -> None:
+    verifier = SignatureVerifier(signing_secret, clock=_VerifierClock(now))
+
+    async def handle_slack_events(request: web.Request) -> web.Response:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, "request body is larger than 1 MiB")
+        if not verifier.is_valid_request(body, dict(request.headers)):
+            return json_error(401, "invalid or stale Slack signature")
+        problem = malformed(body, request.content_type)
+        if problem is not None:
+            return json_error(400, problem)
+        bolt_response = await bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    app.router.add_post("/slack/events", handle_slack_events)

@@ -1,0 +1,95 @@
+"""Async engine construction for SQLite (aiosqlite) and PostgreSQL (asyncpg), tuned per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Execution option read by the SQLite `begin` hook: how the transaction starts.
+SQLITE_BEGIN = "quorum_sqlite_begin"
+
+
+def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
+    """An AsyncEngine for `url` (`sqlite+aiosqlite:///path` or `postgresql+asyncpg://…`).
+
+    SQLite: WAL, busy_timeout, foreign keys, synchronous=NORMAL, and transactions that take the
+    write lock at BEGIN (`BEGIN IMMEDIATE`) unless the engine was made with `read_only_engine`.
+    `sqlite_foreign_keys=False` is for migrations only (batch table rebuilds must not cascade).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        ensure_sqlite_dir(parsed)
+        # The driver must not issue BEGIN itself: the `begin` hook below does, so that reads
+        # happen inside the transaction and the write lock is taken up front.
+        engine = create_async_engine(parsed, connect_args={"isolation_level": None})
+        _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_async_engine(
+            parsed,
+            pool_size=10,
+            max_overflow=10,
+            pool_timeout=10,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+        )
+    raise ValueError(
+        f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://…"
+    )
+
+
+def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) for units of work that only read: on SQLite they begin with a
+    plain deferred BEGIN and so never wait for, or hold up, writers. Never write through it."""
+    return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+
+
+def ensure_sqlite_dir(url: URL | str) -> None:
+    """Create the directory of a file-backed SQLite database if it does not exist yet."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgresql(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # Readers do not block the writer (and vice versa) in WAL mode.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # Wait for the write lock instead of failing at once with SQLITE_BUSY.
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            # Durable across application crashes; only an OS crash can lose the last commits.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A deferred BEGIN that reads and then writes must upgrade its lock, and two such
+        # transactions deadlock (SQLITE_BUSY at once, busy_timeout does not help). Taking the
+        # write lock at BEGIN makes writers queue on busy_timeout instead.
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")

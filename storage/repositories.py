@@ -1,0 +1,818 @@
+"""Repositories of the unit of work: map table rows to the domain dataclasses and back.
+
+Each repository works inside the one AsyncSession of its unit of work; nothing here commits.
+Domain objects never carry SQLAlchemy state: every read builds fresh dataclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, case, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.domain.model import (
+    ApprovalRequest,
+    Delegation,
+    Delivery,
+    DeliveryState,
+    Event,
+    Freeze,
+    Link,
+    ProcessedWebhook,
+    RejectMode,
+    RequestDetails,
+    Requester,
+    RequestState,
+    Risk,
+    Rule,
+    Vote,
+    VoteKind,
+)
+from bot.ports import ConcurrencyError, DuplicateVoteError
+from storage.tables import (
+    DelegationRow,
+    EventRow,
+    FreezeRow,
+    OutboxRow,
+    ProcessedWebhookRow,
+    RequestRow,
+    VoteRow,
+)
+
+GENESIS_HASH: Final = "0" * 64
+# Key of the transaction-level advisory lock that serialises appends to the event chain on
+# PostgreSQL (any constant works as long as every appender uses the same one): "QUORUM" in ASCII.
+EVENT_CHAIN_LOCK_KEY: Final = 0x51554F52554D
+
+# SLA timer columns of `requests` that the domain may carry as `ApprovalRequest` fields; each one
+# present on the dataclass is read and written with it, the others keep their column defaults.
+_SLA_FIELDS: Final = ("next_due_at", "reminders_sent", "frozen_until", "review_due_at")
+_REQUEST_FIELDS: Final = frozenset(f.name for f in fields(ApprovalRequest))
+_MAPPED_SLA_FIELDS: Final = tuple(name for name in _SLA_FIELDS if name in _REQUEST_FIELDS)
+# Written only by `mark_card_synced`, so that a save from a stale read cannot move the card back.
+_CARD_FIELDS: Final = ("card_revision", "message_ts")
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical JSON and the event hash chain
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return _iso_utc(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _iso_utc(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC datetime")
+    return value.astimezone(UTC).isoformat()
+
+
+def canonical_json(value: object) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 text, datetimes as ISO-8601 UTC."""
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
+
+
+def event_hash(
+    prev_hash: str,
+    *,
+    kind: str,
+    at: datetime,
+    request_id: str | None,
+    actor: str | None,
+    data: Mapping[str, Any],
+) -> str:
+    """sha256 hex of `prev_hash` followed by the canonical JSON of the entry."""
+    body = canonical_json(
+        {"kind": kind, "at": at, "request_id": request_id, "actor": actor, "data": data}
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def _plain_json(value: Mapping[str, Any]) -> dict[str, Any]:
+    """`value` as plain JSON types (datetimes become ISO strings), exactly as it will be read
+    back, so that the hash computed on append is the one recomputed on verify."""
+    result: dict[str, Any] = json.loads(canonical_json(dict(value)))
+    return result
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    # asyncpg (through SQLAlchemy's adapter): SQLSTATE 23505 unique_violation.
+    if getattr(orig, "sqlstate", None) == "23505" or getattr(orig, "pgcode", None) == "23505":
+        return True
+    # sqlite3: extended result codes for UNIQUE and PRIMARY KEY violations.
+    return getattr(orig, "sqlite_errorname", None) in {
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+
+
+def _rules_to_json(rules: Sequence[Rule]) -> list[dict[str, Any]]:
+    return [
+        {"name": r.name, "team": r.team, "approvals": r.approvals, "origin": r.origin}
+        for r in rules
+    ]
+
+
+def _rules_from_json(value: list[Any]) -> tuple[Rule, ...]:
+    return tuple(
+        Rule(
+            name=r["name"],
+            team=r["team"],
+            approvals=int(r["approvals"]),
+            origin=r.get("origin", "environment"),
+        )
+        for r in value
+    )
+
+
+def _requester_to_json(requester: Requester) -> dict[str, Any]:
+    return {
+        "email": requester.email,
+        "github": requester.github,
+        "slack": requester.slack,
+        "slack_user": requester.slack_user,
+    }
+
+
+def _requester_from_json(value: Mapping[str, Any]) -> Requester:
+    return Requester(
+        email=value.get("email"),
+        github=value.get("github"),
+        slack=value.get("slack"),
+        slack_user=value.get("slack_user"),
+    )
+
+
+def _details_to_json(details: RequestDetails) -> dict[str, Any]:
+    return {
+        "version": details.version,
+        "sha": details.sha,
+        "title": details.title,
+        "description": details.description,
+        "change_ticket": details.change_ticket,
+        "links": [{"text": link.text, "url": link.url} for link in details.links],
+        "event": details.event,
+    }
+
+
+def _details_from_json(value: Mapping[str, Any]) -> RequestDetails:
+    return RequestDetails(
+        version=value.get("version"),
+        sha=value.get("sha"),
+        title=value.get("title"),
+        description=value.get("description"),
+        change_ticket=value.get("change_ticket"),
+        links=tuple(Link(text=link["text"], url=link["url"]) for link in value.get("links", ())),
+        event=value.get("event"),
+    )
+
+
+def _request_values(request: ApprovalRequest) -> dict[str, Any]:
+    """Column values of every domain field of `request`."""
+    values: dict[str, Any] = {
+        "id": request.id,
+        "source": request.source,
+        "service": request.service,
+        "environment": request.environment,
+        "risk": request.risk.value,
+        "owner_team": request.owner_team,
+        "channel": request.channel,
+        "rules": _rules_to_json(request.rules),
+        "reject_mode": request.reject_mode.value,
+        "self_approval": request.self_approval,
+        "requester": _requester_to_json(request.requester),
+        "details": _details_to_json(request.details),
+        "callback": _plain_json(request.callback),
+        "created_at": request.created_at,
+        "state": request.state.value,
+        "decided_at": request.decided_at,
+        "decision_reason": request.decision_reason,
+        "message_ts": request.message_ts,
+        "revision": request.revision,
+        "card_revision": request.card_revision,
+        "escalation_level": request.escalation_level,
+        "break_glass": request.break_glass,
+    }
+    for name in _MAPPED_SLA_FIELDS:
+        values[name] = getattr(request, name)
+    return values
+
+
+def _request_from_row(row: RequestRow) -> ApprovalRequest:
+    extra = {name: getattr(row, name) for name in _MAPPED_SLA_FIELDS}
+    return ApprovalRequest(
+        id=row.id,
+        source=row.source,
+        service=row.service,
+        environment=row.environment,
+        risk=Risk(row.risk),
+        owner_team=row.owner_team,
+        channel=row.channel,
+        rules=_rules_from_json(row.rules),
+        reject_mode=RejectMode(row.reject_mode),
+        self_approval=row.self_approval,
+        requester=_requester_from_json(row.requester),
+        details=_details_from_json(row.details),
+        created_at=row.created_at,
+        callback=dict(row.callback),
+        state=RequestState(row.state),
+        decided_at=row.decided_at,
+        decision_reason=row.decision_reason,
+        message_ts=row.message_ts,
+        revision=row.revision,
+        card_revision=row.card_revision,
+        escalation_level=row.escalation_level,
+        break_glass=row.break_glass,
+        **extra,
+    )
+
+
+class SqlRequestRepository:
+    """`bot.ports.RequestRepository` on the `requests` table (optimistic `revision` column)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, request: ApprovalRequest) -> None:
+        self._session.add(RequestRow(**_request_values(request)))
+        await self._session.flush()
+
+    async def get(self, request_id: str) -> ApprovalRequest | None:
+        row = await self._session.scalar(
+            select(RequestRow)
+            .where(RequestRow.id == request_id)
+            .execution_options(populate_existing=True)
+        )
+        return None if row is None else _request_from_row(row)
+
+    async def get_for_update(self, request_id: str) -> ApprovalRequest | None:
+        """Like `get`, but locks the row until the unit of work ends: SELECT … FOR UPDATE on
+        PostgreSQL; on SQLite the writing transaction already holds the database write lock."""
+        row = await self._session.scalar(
+            select(RequestRow)
+            .where(RequestRow.id == request_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return None if row is None else _request_from_row(row)
+
+    async def save(self, request: ApprovalRequest) -> None:
+        """Write back every domain field except the card position (see `mark_card_synced`),
+        if the stored revision is still `request.revision`; then bump it on the row and on
+        `request` and refresh `request`'s card fields. Else raise ConcurrencyError."""
+        values = _request_values(request)
+        for name in ("id", *_CARD_FIELDS):
+            del values[name]
+        values["revision"] = request.revision + 1
+        result = await self._session.execute(
+            update(RequestRow)
+            .where(RequestRow.id == request.id, RequestRow.revision == request.revision)
+            .values(**values)
+            .returning(RequestRow.card_revision, RequestRow.message_ts)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.one_or_none()
+        if row is None:
+            raise ConcurrencyError(
+                f"request {request.id} changed since revision {request.revision} was read"
+            )
+        request.revision += 1
+        request.card_revision, request.message_ts = row.card_revision, row.message_ts
+
+    async def list_open(self) -> Sequence[ApprovalRequest]:
+        rows = await self._session.scalars(
+            select(RequestRow)
+            .where(RequestRow.state == RequestState.PENDING.value)
+            .order_by(RequestRow.created_at, RequestRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_request_from_row(row) for row in rows]
+
+    async def count_open(self) -> int:
+        """How many requests are pending (for metrics and the readiness page)."""
+        count = await self._session.scalar(
+            select(func.count())
+            .select_from(RequestRow)
+            .where(RequestRow.state == RequestState.PENDING.value)
+        )
+        return int(count or 0)
+
+    async def list_card_out_of_date(self, limit: int) -> Sequence[ApprovalRequest]:
+        rows = await self._session.scalars(
+            select(RequestRow)
+            .where(RequestRow.card_revision < RequestRow.revision)
+            .order_by(RequestRow.created_at, RequestRow.id)
+            .limit(limit)
+            .execution_options(populate_existing=True)
+        )
+        return [_request_from_row(row) for row in rows]
+
+    async def mark_card_synced(
+        self, request_id: str, revision: int, channel: str, message_ts: str
+    ) -> None:
+        """Record that the card at (channel, message_ts) shows `revision`. Never goes back: a
+        revision at or below the recorded one changes nothing. Does not bump `revision`."""
+        await self._session.execute(
+            update(RequestRow)
+            .where(RequestRow.id == request_id, RequestRow.card_revision < revision)
+            .values(card_revision=revision, channel=channel, message_ts=message_ts)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def list_due(self, now: datetime, limit: int) -> Sequence[ApprovalRequest]:
+        """Requests whose SLA timer (`next_due_at`) is at or before `now`, earliest first."""
+        rows = await self._session.scalars(
+            select(RequestRow)
+            .where(RequestRow.next_due_at <= now)
+            .order_by(RequestRow.next_due_at, RequestRow.id)
+            .limit(limit)
+            .execution_options(populate_existing=True)
+        )
+        return [_request_from_row(row) for row in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest SLA timer of any request, to arm the scheduler; None when none is set."""
+        return await self._session.scalar(select(func.min(RequestRow.next_due_at)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Votes
+
+
+def _vote_from_row(row: VoteRow) -> Vote:
+    return Vote(
+        request_id=row.request_id,
+        voter=row.voter,
+        kind=VoteKind(row.kind),
+        cast_at=row.cast_at,
+        reason=row.reason,
+        actor=row.actor,
+        rule=row.rule,
+    )
+
+
+class SqlVoteRepository:
+    """`bot.ports.VoteRepository` on the `votes` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, vote: Vote) -> None:
+        """Raises DuplicateVoteError when the voter or the person clicking already has a vote on
+        the request; the unit of work stays usable (the insert runs in a savepoint)."""
+        row = VoteRow(
+            request_id=vote.request_id,
+            voter=vote.voter,
+            actor=vote.actor,
+            actor_key=vote.clicked_by,
+            kind=vote.kind.value,
+            reason=vote.reason,
+            rule=vote.rule,
+            cast_at=vote.cast_at,
+        )
+        try:
+            async with self._session.begin_nested():
+                self._session.add(row)
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise DuplicateVoteError(
+                    f"{vote.clicked_by} already has a vote on request {vote.request_id}"
+                ) from exc
+            raise
+
+    async def list_for(self, request_id: str) -> Sequence[Vote]:
+        rows = await self._session.scalars(
+            select(VoteRow).where(VoteRow.request_id == request_id).order_by(VoteRow.seq)
+        )
+        return [_vote_from_row(row) for row in rows]
+
+    async def list_unannounced(self, limit: int) -> Sequence[Vote]:
+        """Votes not yet posted as a thread reply, oldest first."""
+        rows = await self._session.scalars(
+            select(VoteRow).where(VoteRow.announced_at.is_(None)).order_by(VoteRow.seq).limit(limit)
+        )
+        return [_vote_from_row(row) for row in rows]
+
+    async def mark_announced(self, request_id: str, voter: str, at: datetime) -> None:
+        """Record the thread reply for the vote; a vote already marked keeps its first time."""
+        await self._session.execute(
+            update(VoteRow)
+            .where(
+                VoteRow.request_id == request_id,
+                VoteRow.voter == voter,
+                VoteRow.announced_at.is_(None),
+            )
+            .values(announced_at=at)
+            .execution_options(synchronize_session=False)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Event log
+
+
+def _event_from_row(row: EventRow) -> Event:
+    return Event(
+        kind=row.kind, at=row.at, request_id=row.request_id, actor=row.actor, data=dict(row.data)
+    )
+
+
+class SqlEventLog:
+    """`bot.ports.EventLog`: the hash-chained, append-only `events` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def append(self, event: Event) -> None:
+        """Append to the chain. Two units of work never read the same tail: PostgreSQL takes a
+        transaction-level advisory lock first; SQLite writers hold the database write lock."""
+        bind = self._session.get_bind()
+        if bind.dialect.name == "postgresql":
+            await self._session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_CHAIN_LOCK_KEY}
+            )
+        prev_hash = await self._session.scalar(
+            select(EventRow.hash).order_by(EventRow.seq.desc()).limit(1)
+        )
+        prev_hash = prev_hash or GENESIS_HASH
+        data = _plain_json(event.data)
+        at = event.at.astimezone(UTC)
+        self._session.add(
+            EventRow(
+                request_id=event.request_id,
+                kind=event.kind,
+                actor=event.actor,
+                data=data,
+                at=at,
+                prev_hash=prev_hash,
+                hash=event_hash(
+                    prev_hash,
+                    kind=event.kind,
+                    at=at,
+                    request_id=event.request_id,
+                    actor=event.actor,
+                    data=data,
+                ),
+            )
+        )
+        await self._session.flush()
+
+    async def list_for(self, request_id: str) -> Sequence[Event]:
+        rows = await self._session.scalars(
+            select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)
+        )
+        return [_event_from_row(row) for row in rows]
+
+    async def verify_chain(self) -> int | None:
+        """None when every entry links to its predecessor and its hash recomputes, else the
+        `seq` of the first entry that does not."""
+        rows = await self._session.stream(
+            select(
+                EventRow.seq,
+                EventRow.kind,
+                EventRow.at,
+                EventRow.request_id,
+                EventRow.actor,
+                EventRow.data,
+                EventRow.prev_hash,
+                EventRow.hash,
+            )
+            .order_by(EventRow.seq)
+            .execution_options(yield_per=500)
+        )
+        expected_prev = GENESIS_HASH
+        async for row in rows:
+            recomputed = event_hash(
+                row.prev_hash,
+                kind=row.kind,
+                at=row.at,
+                request_id=row.request_id,
+                actor=row.actor,
+                data=row.data,
+            )
+            if row.prev_hash != expected_prev or row.hash != recomputed:
+                await rows.close()
+                return int(row.seq)
+            expected_prev = row.hash
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Outbox
+
+
+def _delivery_from_row(row: OutboxRow) -> Delivery:
+    return Delivery(
+        id=row.id,
+        request_id=row.request_id,
+        target=row.target,
+        payload=dict(row.payload),
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        state=DeliveryState(row.state),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        delivered_at=row.delivered_at,
+    )
+
+
+class SqlOutbox:
+    """`bot.ports.Outbox` on the `outbox` table. The outgoing `webhook-id` is the delivery id."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, delivery: Delivery) -> None:
+        self._session.add(
+            OutboxRow(
+                id=delivery.id,
+                request_id=delivery.request_id,
+                target=delivery.target,
+                payload=_plain_json(delivery.payload),
+                webhook_id=delivery.id,
+                state=delivery.state.value,
+                attempts=delivery.attempts,
+                next_attempt_at=delivery.next_attempt_at,
+                lease_until=None,
+                last_error=delivery.last_error,
+                created_at=delivery.created_at,
+                delivered_at=delivery.delivered_at,
+            )
+        )
+        await self._session.flush()
+
+    async def get_for_request(self, request_id: str) -> Sequence[Delivery]:
+        rows = await self._session.scalars(
+            select(OutboxRow)
+            .where(OutboxRow.request_id == request_id)
+            .order_by(OutboxRow.created_at, OutboxRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_delivery_from_row(row) for row in rows]
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> Sequence[Delivery]:
+        """Pending deliveries due at `now` and not leased (or whose lease ran out), oldest due
+        first, leased until `lease_until`. PostgreSQL skips rows another worker has locked
+        (FOR UPDATE SKIP LOCKED); SQLite writers are serialised by the database write lock."""
+        rows = (
+            await self._session.scalars(
+                select(OutboxRow)
+                .where(
+                    OutboxRow.state == DeliveryState.PENDING.value,
+                    OutboxRow.next_attempt_at <= now,
+                    (OutboxRow.lease_until.is_(None)) | (OutboxRow.lease_until <= now),
+                )
+                .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+        for row in rows:
+            row.lease_until = lease_until
+        await self._session.flush()
+        return [_delivery_from_row(row) for row in rows]
+
+    async def record_attempt(self, delivery: Delivery) -> None:
+        """Persist the outcome of an attempt and release the lease."""
+        await self._session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == delivery.id)
+            .values(
+                state=delivery.state.value,
+                attempts=delivery.attempts,
+                next_attempt_at=delivery.next_attempt_at,
+                last_error=delivery.last_error,
+                delivered_at=delivery.delivered_at,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest pending delivery can next be claimed (its next attempt, or the end
+        of its lease if a worker holds it); None when nothing is pending."""
+        claimable_at = case(
+            (OutboxRow.lease_until > OutboxRow.next_attempt_at, OutboxRow.lease_until),
+            else_=OutboxRow.next_attempt_at,
+        )
+        earliest: datetime | None = await self._session.scalar(
+            select(func.min(claimable_at)).where(OutboxRow.state == DeliveryState.PENDING.value)
+        )
+        return earliest
+
+
+# ---------------------------------------------------------------------------------------------
+# Processed webhooks
+
+
+class SqlWebhookLog:
+    """`bot.ports.WebhookLog` on `processed_webhooks`, keyed by (source, webhook_id)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, source: str, webhook_id: str) -> ProcessedWebhook | None:
+        row = await self._session.get(ProcessedWebhookRow, (source, webhook_id))
+        if row is None:
+            return None
+        return ProcessedWebhook(
+            source=row.source,
+            webhook_id=row.webhook_id,
+            body_sha256=row.body_sha256,
+            request_id=row.request_id,
+            received_at=row.received_at,
+        )
+
+    async def add(self, record: ProcessedWebhook) -> None:
+        """Raises ConcurrencyError when (source, webhook_id) was already recorded; the unit of
+        work stays usable."""
+        try:
+            async with self._session.begin_nested():
+                self._session.add(
+                    ProcessedWebhookRow(
+                        source=record.source,
+                        webhook_id=record.webhook_id,
+                        body_sha256=record.body_sha256,
+                        request_id=record.request_id,
+                        received_at=record.received_at,
+                    )
+                )
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise ConcurrencyError(
+                    f"webhook {record.source}/{record.webhook_id} was already processed"
+                ) from exc
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Freezes and delegations
+
+
+def _freeze_from_row(row: FreezeRow) -> Freeze:
+    return Freeze(
+        id=row.id,
+        environments=tuple(row.environments),
+        services=tuple(row.services),
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        ended_at=row.ended_at,
+        ended_by=row.ended_by,
+    )
+
+
+class SqlFreezeRepository:
+    """`bot.ports.FreezeRepository` on the `freezes` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, freeze: Freeze) -> None:
+        self._session.add(
+            FreezeRow(
+                id=freeze.id,
+                environments=list(freeze.environments),
+                services=list(freeze.services),
+                starts_at=freeze.starts_at,
+                ends_at=freeze.ends_at,
+                reason=freeze.reason,
+                created_by=freeze.created_by,
+                created_at=freeze.created_at,
+                ended_at=freeze.ended_at,
+                ended_by=freeze.ended_by,
+            )
+        )
+        await self._session.flush()
+
+    async def get(self, freeze_id: str) -> Freeze | None:
+        row = await self._session.scalar(
+            select(FreezeRow)
+            .where(FreezeRow.id == freeze_id)
+            .execution_options(populate_existing=True)
+        )
+        return None if row is None else _freeze_from_row(row)
+
+    async def list_current(self, now: datetime) -> Sequence[Freeze]:
+        """Freezes not ended early nor past their end at `now` (active or upcoming), by start."""
+        rows = await self._session.scalars(
+            select(FreezeRow)
+            .where(
+                (FreezeRow.ended_at.is_(None)) | (FreezeRow.ended_at > now),
+                (FreezeRow.ends_at.is_(None)) | (FreezeRow.ends_at > now),
+            )
+            .order_by(FreezeRow.starts_at, FreezeRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_freeze_from_row(row) for row in rows]
+
+    async def end(self, freeze_id: str, at: datetime, by: str) -> None:
+        """End the freeze at `at`; a freeze that was already ended keeps its first end."""
+        await self._session.execute(
+            update(FreezeRow)
+            .where(FreezeRow.id == freeze_id, FreezeRow.ended_at.is_(None))
+            .values(ended_at=at, ended_by=by)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _delegation_from_row(row: DelegationRow) -> Delegation:
+    return Delegation(
+        id=row.id,
+        delegator=row.delegator,
+        delegate=row.delegate,
+        environments=tuple(row.environments),
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _not_revoked(now: datetime) -> ColumnElement[bool]:
+    return (DelegationRow.revoked_at.is_(None)) | (DelegationRow.revoked_at > now)
+
+
+class SqlDelegationRepository:
+    """`bot.ports.DelegationRepository` on the `delegations` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, delegation: Delegation) -> None:
+        self._session.add(
+            DelegationRow(
+                id=delegation.id,
+                delegator=delegation.delegator,
+                delegate=delegation.delegate,
+                environments=list(delegation.environments),
+                starts_at=delegation.starts_at,
+                ends_at=delegation.ends_at,
+                created_at=delegation.created_at,
+                revoked_at=delegation.revoked_at,
+            )
+        )
+        await self._session.flush()
+
+    async def list_active(self, now: datetime) -> Sequence[Delegation]:
+        """Delegations in force at `now`: started, not yet ended, not revoked."""
+        rows = await self._session.scalars(
+            select(DelegationRow)
+            .where(
+                DelegationRow.starts_at <= now,
+                DelegationRow.ends_at > now,
+                _not_revoked(now),
+            )
+            .order_by(DelegationRow.starts_at, DelegationRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_delegation_from_row(row) for row in rows]
+
+    async def list_by_delegator(self, delegator: str, now: datetime) -> Sequence[Delegation]:
+        """The delegator's delegations that are active or upcoming at `now`, by start."""
+        rows = await self._session.scalars(
+            select(DelegationRow)
+            .where(
+                DelegationRow.delegator == delegator,
+                DelegationRow.ends_at > now,
+                _not_revoked(now),
+            )
+            .order_by(DelegationRow.starts_at, DelegationRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_delegation_from_row(row) for row in rows]
+
+    async def revoke(self, delegation_id: str, at: datetime) -> None:
+        """Revoke at `at`; an already revoked delegation keeps its first revocation time."""
+        await self._session.execute(
+            update(DelegationRow)
+            .where(DelegationRow.id == delegation_id, DelegationRow.revoked_at.is_(None))
+            .values(revoked_at=at)
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,122 @@
+"""The SQL unit of work (one AsyncSession, one transaction) and the `Database` behind it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.ports import (
+    Database,
+    DelegationRepository,
+    EventLog,
+    FreezeRepository,
+    Outbox,
+    RequestRepository,
+    UnitOfWork,
+    VoteRepository,
+    WebhookLog,
+)
+from storage.db import read_only_engine
+from storage.repositories import (
+    SqlDelegationRepository,
+    SqlEventLog,
+    SqlFreezeRepository,
+    SqlOutbox,
+    SqlRequestRepository,
+    SqlVoteRepository,
+    SqlWebhookLog,
+)
+
+
+class SqlUnitOfWork:
+    """`bot.ports.UnitOfWork`: `async with uow:` opens a session; leaving it without `commit()`
+    rolls back. The transaction begins lazily with the first statement."""
+
+    requests: RequestRepository
+    votes: VoteRepository
+    events: EventLog
+    outbox: Outbox
+    webhooks: WebhookLog
+    freezes: FreezeRepository
+    delegations: DelegationRepository
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("the unit of work is used outside `async with`")
+        return self._session
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        if self._session is not None:
+            raise RuntimeError("a unit of work cannot be entered twice")
+        session = self._sessions()
+        self._session = session
+        self.requests = SqlRequestRepository(session)
+        self.votes = SqlVoteRepository(session)
+        self.events = SqlEventLog(session)
+        self.outbox = SqlOutbox(session)
+        self.webhooks = SqlWebhookLog(session)
+        self.freezes = SqlFreezeRepository(session)
+        self.delegations = SqlDelegationRepository(session)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, self._session = self.session, None
+        try:
+            # Anything not committed is discarded, whether we leave normally or by an exception.
+            await session.rollback()
+        finally:
+            await session.close()
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+
+
+class SqlDatabase:
+    """`bot.ports.Database` over an AsyncEngine built by `storage.db.create_engine`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # expire_on_commit=False: repositories hand out dataclasses, never live rows, and a
+        # commit must not trigger lazy reloads (which would be implicit I/O under asyncio).
+        self._writer_sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._reader_engine = read_only_engine(engine)
+        self._reader_sessions = async_sessionmaker(self._reader_engine, expire_on_commit=False)
+
+    def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
+        """A new unit of work. On SQLite a writing one takes the write lock at its first
+        statement; `read_only=True` does not (and must not write)."""
+        return SqlUnitOfWork(self._reader_sessions if read_only else self._writer_sessions)
+
+    async def ping(self) -> None:
+        """Raise when the database cannot be reached."""
+        async with self._reader_engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection (on shutdown)."""
+        await self.engine.dispose()
+
+
+if TYPE_CHECKING:
+    # mypy proves here that the classes implement the ports they stand in for.
+    def _implements_unit_of_work(uow: SqlUnitOfWork) -> UnitOfWork:
+        return uow
+
+    def _implements_database(database: SqlDatabase) -> Database:
+        return database

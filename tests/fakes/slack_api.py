@@ -1,0 +1,421 @@
+"""A fake Slack Web API on 127.0.0.1 that speaks the real wire format, records every call and can be
+told to fail; end-to-end tests point slack-sdk's `base_url` at it and wait for recorded calls.
+
+Responses are modelled on the docs examples in `/work/shared/fixtures/slack/web_api/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_TOKEN = "xoxb-fake-token-0000"
+TEAM_ID = "T0FAKE"
+BOT_USER_ID = "U0QUORUM"
+BOT_ID = "B0QUORUM"
+# Form-encoded requests carry these as JSON strings; real Slack decodes them, and so do we.
+_JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One recorded API call: the method, its arguments (query, form and JSON merged) and headers.
+    `status` and `response` are what the fake answered."""
+
+    method: str
+    args: dict[str, Any]
+    headers: dict[str, str]
+    status: int = 200
+    response: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and bool(self.response.get("ok"))
+
+
+@dataclass(slots=True)
+class _Failure:
+    status: int
+    retry_after: int | None
+    error: str
+    remaining: int
+
+
+@dataclass(slots=True)
+class _User:
+    id: str
+    email: str | None
+    tz: str
+    name: str
+
+
+class WaitTimeout(AssertionError):
+    """A test waited for a call that never came."""
+
+
+class FakeSlack:
+    """`async with FakeSlack() as slack:` then `make_web_client(slack.token, slack.base_url)`."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.views: list[dict[str, Any]] = []
+        self._usergroups: dict[str, list[str]] = {}
+        self._users: dict[str, _User] = {}
+        self._dm_channels: dict[str, str] = {}
+        self._failures: dict[str, list[_Failure]] = {}
+        self._ts = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._condition = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+        self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.getPermalink": self._chat_get_permalink,
+            "views.open": self._views_open,
+            "conversations.open": self._conversations_open,
+            "usergroups.users.list": self._usergroups_users_list,
+            "users.lookupByEmail": self._users_lookup_by_email,
+            "users.info": self._users_info,
+            "auth.test": self._auth_test,
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_route("POST", "/api/{method}", self._handle)
+        app.router.add_route("GET", "/api/{method}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started")
+        return f"http://127.0.0.1:{self._port}/api/"
+
+    # --- state set-up ---------------------------------------------------------------------------
+
+    def set_usergroup(self, usergroup_id: str, users: list[str] | tuple[str, ...]) -> None:
+        self._usergroups[usergroup_id] = list(users)
+
+    def add_user(
+        self, user_id: str, email: str | None = None, tz: str = "Etc/UTC", name: str | None = None
+    ) -> None:
+        self._users[user_id] = _User(user_id, email, tz, name or user_id.lower())
+
+    def fail_next(
+        self,
+        method: str,
+        status: int | None = None,
+        retry_after: int = 1,
+        error: str | None = None,
+        count: int = 1,
+    ) -> None:
+        """Make the next `count` calls of `method` fail.
+
+        Without `error`: HTTP 429 with `Retry-After: retry_after` and
+        `{"ok": false, "error": "ratelimited"}` (another `status`, e.g. 503: `internal_error`).
+        With `error`: `{"ok": false, "error": error}` with HTTP 200, as Slack answers API errors
+        (or `status` when given).
+        """
+        if error is None:
+            code = status or 429
+            failure = _Failure(
+                code,
+                retry_after if code == 429 else None,
+                "ratelimited" if code == 429 else "internal_error",
+                count,
+            )
+        else:
+            failure = _Failure(status or 200, retry_after if status == 429 else None, error, count)
+        self._failures.setdefault(method, []).append(failure)
+
+    def dm_channel(self, user: str) -> str:
+        """The DM channel id conversations.open returns for `user`."""
+        return self._dm_channels.setdefault(user, f"D{user}")
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        return self.messages[(channel, ts)]
+
+    # --- waiting --------------------------------------------------------------------------------
+
+    def calls_to(self, method: str, predicate: Callable[[Call], bool] | None = None) -> list[Call]:
+        return [c for c in self.calls if c.method == method and (predicate is None or predicate(c))]
+
+    async def wait_for(
+        self,
+        method: str,
+        predicate: Callable[[Call], bool] | None = None,
+        count: int = 1,
+        # The spec'd test helper signature; it is implemented with asyncio.timeout below.
+        timeout: float = 5.0,
+    ) -> list[Call]:
+        """Wait until at least `count` calls of `method` matching `predicate` were recorded; return
+        all matching calls. Raises WaitTimeout (an AssertionError) after `timeout` seconds."""
+        async with self._condition:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._condition.wait_for(
+                        lambda: len(self.calls_to(method, predicate)) >= count
+                    )
+            except TimeoutError:
+                seen = [c.method for c in self.calls]
+                raise WaitTimeout(
+                    f"waited {timeout}s for {count} call(s) of {method}; recorded: {seen}"
+                ) from None
+            return self.calls_to(method, predicate)
+
+    # --- the HTTP side --------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await _read_args(request)
+        headers = dict(request.headers)
+        status, body, extra_headers = self._respond(method, args, headers)
+        async with self._condition:
+            self.calls.append(Call(method, args, headers, status, body))
+            self._condition.notify_all()
+        return web.json_response(body, status=status, headers=extra_headers)
+
+    def _respond(
+        self, method: str, args: dict[str, Any], headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        auth = headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
+        if not token:
+            return 200, {"ok": False, "error": "not_authed"}, {}
+        if token != self.token:
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        failures = self._failures.get(method)
+        if failures:
+            failure = failures[0]
+            failure.remaining -= 1
+            if failure.remaining <= 0:
+                failures.pop(0)
+            extra = (
+                {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+            )
+            return failure.status, {"ok": False, "error": failure.error}, extra
+        handler = self._methods.get(method)
+        if handler is None:
+            return 200, {"ok": False, "error": "unknown_method"}, {}
+        try:
+            return 200, handler(args), {}
+        except _ApiError as exc:
+            return 200, {"ok": False, "error": exc.code}, {}
+
+    # --- methods --------------------------------------------------------------------------------
+
+    def _next_ts(self) -> str:
+        micros = next(self._ts) * 100
+        return f"{1_700_000_000 + micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(args, "channel", "channel_not_found")
+        if not args.get("text") and not args.get("blocks"):
+            raise _ApiError("no_text")
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": BOT_ID,
+            "text": args.get("text", ""),
+            "ts": ts,
+        }
+        if args.get("blocks"):
+            message["blocks"] = args["blocks"]
+        if args.get("thread_ts"):
+            message["thread_ts"] = args["thread_ts"]
+        self.messages[(channel, ts)] = message
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(args, "channel", "channel_not_found")
+        ts = _required(args, "ts", "message_not_found")
+        message = self.messages.get((channel, ts))
+        if message is None:
+            raise _ApiError("message_not_found")
+        message["text"] = args.get("text", message.get("text", ""))
+        if "blocks" in args:
+            message["blocks"] = args["blocks"]
+        message["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": ts,
+            "text": message["text"],
+            "message": {"text": message["text"], "user": BOT_USER_ID},
+        }
+
+    def _chat_post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "channel", "channel_not_found")
+        _required(args, "user", "user_not_in_channel")
+        if not args.get("text") and not args.get("blocks"):
+            raise _ApiError("no_text")
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _chat_get_permalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = _required(args, "channel", "channel_not_found")
+        ts = _required(args, "message_ts", "message_not_found")
+        if (channel, ts) not in self.messages:
+            raise _ApiError("message_not_found")
+        return {
+            "ok": True,
+            "channel": channel,
+            "permalink": f"https://fake.slack.com/archives/{channel}/p{ts.replace('.', '')}",
+        }
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        _required(args, "trigger_id", "invalid_trigger_id")
+        view = args.get("view")
+        if not isinstance(view, dict) or view.get("type") != "modal":
+            raise _ApiError("invalid_arguments")
+        view_id = f"V{next(self._ids):08d}"
+        stored = {
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "type": "modal",
+            "title": view.get("title"),
+            "submit": view.get("submit"),
+            "close": view.get("close"),
+            "blocks": view.get("blocks", []),
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "external_id": view.get("external_id", ""),
+            "state": {"values": {}},
+            "hash": f"{1_700_000_000 + next(self._ids)}.fakehash",
+            "clear_on_close": bool(view.get("clear_on_close", False)),
+            "notify_on_close": bool(view.get("notify_on_close", False)),
+            "root_view_id": view_id,
+            "app_id": "A0QUORUM",
+            "bot_id": BOT_ID,
+        }
+        self.views.append(stored)
+        return {"ok": True, "view": stored}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        users = [u for u in str(args.get("users", "")).split(",") if u]
+        if not users:
+            raise _ApiError("users_list_not_supplied")
+        channel = self.dm_channel(users[0]) if len(users) == 1 else "G" + "".join(users)
+        return {"ok": True, "channel": {"id": channel}}
+
+    def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        usergroup = _required(args, "usergroup", "no_such_subteam")
+        if usergroup not in self._usergroups:
+            raise _ApiError("no_such_subteam")
+        return {"ok": True, "users": list(self._usergroups[usergroup])}
+
+    def _user_object(self, user: _User) -> dict[str, Any]:
+        return {
+            "id": user.id,
+            "team_id": TEAM_ID,
+            "name": user.name,
+            "deleted": False,
+            "real_name": user.name,
+            "tz": user.tz,
+            "is_bot": False,
+            "profile": {"email": user.email, "real_name": user.name, "display_name": user.name},
+        }
+
+    def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
+        email = _required(args, "email", "users_not_found").lower()
+        for user in self._users.values():
+            if user.email and user.email.lower() == email:
+                return {"ok": True, "user": self._user_object(user)}
+        raise _ApiError("users_not_found")
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self._users.get(_required(args, "user", "user_not_found"))
+        if user is None:
+            raise _ApiError("user_not_found")
+        return {"ok": True, "user": self._user_object(user)}
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": "quorum",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+
+class _ApiError(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _required(args: Mapping[str, Any], name: str, error: str) -> str:
+    value = args.get(name)
+    if not value or not isinstance(value, str):
+        raise _ApiError(error)
+    return value
+
+
+async def _read_args(request: web.Request) -> dict[str, Any]:
+    """Query string, form body and JSON body merged, as Slack accepts all three."""
+    args: dict[str, Any] = dict(request.query)
+    if request.method != "POST" or not request.can_read_body:
+        return args
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return args
+        if isinstance(body, dict):
+            args.update(body)
+        return args
+    form = await request.post()
+    for key, value in form.items():
+        if not isinstance(value, str):
+            continue  # file uploads: not supported by this fake
+        if key in _JSON_ARGS:
+            try:
+                args[key] = json.loads(value)
+                continue
+            except json.JSONDecodeError:
+                pass
+        args[key] = value
+    return args
