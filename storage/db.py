@@ -27,8 +27,11 @@ def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         ensure_sqlite_dir(parsed)
         # The driver must not issue BEGIN itself: the `begin` hook below does, so that reads
-        # happen inside the transaction and the write lock is taken up front.
-        engine = create_async_engine(parsed, connect_args={"isolation_level": None})
+        # happen inside the transaction and the write lock is taken up front. Statement
+        # parameters (callback targets, payloads) stay out of errors and logs.
+        engine = create_async_engine(
+            parsed, connect_args={"isolation_level": None}, hide_parameters=True
+        )
         _configure_sqlite(engine, foreign_keys=sqlite_foreign_keys)
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -39,6 +42,7 @@ def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
             pool_timeout=10,
             pool_pre_ping=True,
             pool_recycle=1800,
+            hide_parameters=True,
         )
     raise ValueError(
         f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "

@@ -13,11 +13,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, make_url
+from sqlalchemy import Connection, make_url, text
 
 from storage.db import create_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_KEY = 0x51554F52554D + 1  # next to the event chain's lock key, never equal
 
 
 def alembic_config() -> Config:
@@ -60,6 +61,12 @@ async def _run(url: str, direction: Literal["upgrade", "downgrade"], revision: s
     engine = create_engine(url, sqlite_foreign_keys=False)
     try:
         async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Several replicas starting at once migrate one after the other (SQLite's
+                # BEGIN IMMEDIATE serialises them already).
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
             await connection.run_sync(_run_alembic, direction, revision)
             if engine.dialect.name == "sqlite":
                 await connection.run_sync(_check_sqlite_foreign_keys, url)

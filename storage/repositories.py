@@ -70,10 +70,14 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _iso_utc(value: datetime) -> str:
+def _aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC datetime")
-    return value.astimezone(UTC).isoformat()
+    return value
+
+
+def _iso_utc(value: datetime) -> str:
+    return _aware(value).astimezone(UTC).isoformat()
 
 
 def canonical_json(value: object) -> str:
@@ -457,7 +461,7 @@ class SqlEventLog:
         )
         prev_hash = prev_hash or GENESIS_HASH
         data = _plain_json(event.data)
-        at = event.at.astimezone(UTC)
+        at = _aware(event.at).astimezone(UTC)
         self._session.add(
             EventRow(
                 request_id=event.request_id,

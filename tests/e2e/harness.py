@@ -311,7 +311,8 @@ class Env:
 
     async def card_of(self, request_id: str) -> dict[str, Any]:
         calls = await self.slack.wait_for(
-            "chat.postMessage", lambda c: request_id in json.dumps(c.args.get("blocks", ""))
+            "chat.postMessage",
+            lambda c: c.ok and request_id in json.dumps(c.args.get("blocks", "")),
         )
         return calls[0].args
 

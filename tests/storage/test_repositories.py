@@ -206,6 +206,11 @@ async def test_naive_datetimes_are_refused(database: SqlDatabase) -> None:
     async with database.unit_of_work() as uow:
         with pytest.raises(Exception, match="naive datetime"):
             await uow.requests.add(a_request(created_at=NOW.replace(tzinfo=None)))
+    async with database.unit_of_work() as uow:
+        with pytest.raises(ValueError, match="naive datetime"):
+            await uow.events.append(Event(kind="x", at=NOW.replace(tzinfo=None)))
+        with pytest.raises(ValueError, match="naive datetime"):
+            await uow.events.append(Event(kind="x", at=NOW, data={"at": NOW.replace(tzinfo=None)}))
 
 
 async def test_votes_round_trip_in_cast_order(database: SqlDatabase) -> None:

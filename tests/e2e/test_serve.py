@@ -1,0 +1,113 @@
+"""`quorum serve` as a real process: migrates, serves /healthz and /readyz, stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.paths import EXAMPLE_POLICY, REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback only
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "SLACK_"))}
+    env.update(
+        QUORUM_DEV="1",
+        QUORUM_PORT=str(port),
+        QUORUM_CONFIG=str(EXAMPLE_POLICY),
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+        PYTHONWARNINGS="default",  # show ResourceWarnings (unclosed sessions, pending tasks)
+        PYTHONASYNCIODEBUG="0",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                status, _ = _get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert status == 200, proc.stderr.read() if proc.poll() is not None else "no answer"
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 200
+        assert b'"database": "ok"' in body
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "LOCAL DEVELOPMENT VALUE in use for SLACK_BOT_TOKEN" in stderr
+    for bad in ("Traceback", "Task was destroyed", "Unclosed", "never awaited", "ERROR"):
+        assert bad not in stderr, stderr
+    assert (tmp_path / "serve.db").exists()
+
+
+def test_readyz_reports_an_unreachable_database(tmp_path: Path) -> None:
+    """The process is up but not ready when the database cannot be reached."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "SLACK_"))}
+    env.update(
+        QUORUM_DEV="1",
+        QUORUM_PORT=str(port),
+        QUORUM_CONFIG=str(EXAMPLE_POLICY),
+        DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/nothing",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                time.sleep(0.1)
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 503
+        assert b'"database": "unreachable"' in body
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
