@@ -18,6 +18,7 @@ from bot.domain.model import (
     Delivery,
     Event,
     Freeze,
+    OutgoingMessage,
     ProcessedWebhook,
     Vote,
 )
@@ -64,6 +65,20 @@ class RequestRepository(Protocol):
         """Record that the card at (channel, message_ts) now shows `revision` (never goes back)."""
         ...
 
+    async def count_open(self) -> int: ...
+
+    async def list_due(self, now: datetime, limit: int) -> Sequence[ApprovalRequest]:
+        """Requests whose `next_due_at` is at or before `now`, earliest first."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest `next_due_at` of any request (None when nothing is due ever)."""
+        ...
+
+    async def find_by_external_ref(self, source: str, external_ref: str) -> ApprovalRequest | None:
+        """The newest request `source` opened for the provider's deployment `external_ref`."""
+        ...
+
 
 class VoteRepository(Protocol):
     async def add(self, vote: Vote) -> None:
@@ -95,6 +110,10 @@ class Outbox(Protocol):
     async def add(self, delivery: Delivery) -> None: ...
 
     async def get_for_request(self, request_id: str) -> Sequence[Delivery]: ...
+
+    async def count_for_request(self, request_id: str, kind: str) -> int:
+        """How many deliveries of `kind` were ever queued for the request (progress budgets)."""
+        ...
 
     async def claim_due(
         self, now: datetime, limit: int, lease_until: datetime
@@ -140,6 +159,22 @@ class DelegationRepository(Protocol):
     async def revoke(self, delegation_id: str, at: datetime) -> None: ...
 
 
+class MessageQueue(Protocol):
+    """Slack messages to send, durably queued and paced (reminders, escalations, notices)."""
+
+    async def add(self, message: OutgoingMessage) -> bool:
+        """Queue it; False (nothing written) when its dedupe_key was queued before."""
+        ...
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> Sequence[OutgoingMessage]: ...
+
+    async def record_attempt(self, message: OutgoingMessage) -> None: ...
+
+    async def count_pending(self) -> int: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. `async with uow:` begins; leaving without `commit()` rolls back."""
 
@@ -150,6 +185,7 @@ class UnitOfWork(Protocol):
     webhooks: WebhookLog
     freezes: FreezeRepository
     delegations: DelegationRepository
+    messages: MessageQueue
 
     async def __aenter__(self) -> UnitOfWork: ...
 

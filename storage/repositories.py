@@ -25,6 +25,8 @@ from bot.domain.model import (
     Event,
     Freeze,
     Link,
+    MessageState,
+    OutgoingMessage,
     ProcessedWebhook,
     RejectMode,
     RequestDetails,
@@ -40,6 +42,7 @@ from storage.tables import (
     DelegationRow,
     EventRow,
     FreezeRow,
+    MessageRow,
     OutboxRow,
     ProcessedWebhookRow,
     RequestRow,
@@ -53,7 +56,16 @@ EVENT_CHAIN_LOCK_KEY: Final = 0x51554F52554D
 
 # SLA timer columns of `requests` that the domain may carry as `ApprovalRequest` fields; each one
 # present on the dataclass is read and written with it, the others keep their column defaults.
-_SLA_FIELDS: Final = ("next_due_at", "reminders_sent", "frozen_until", "review_due_at")
+_SLA_FIELDS: Final = (
+    "next_due_at",
+    "reminders_sent",
+    "frozen_until",
+    "review_due_at",
+    "sla_started_at",
+    "reviewed_at",
+    "external_ref",
+    "external_status",
+)
 _REQUEST_FIELDS: Final = frozenset(f.name for f in fields(ApprovalRequest))
 _MAPPED_SLA_FIELDS: Final = tuple(name for name in _SLA_FIELDS if name in _REQUEST_FIELDS)
 # Written only by `mark_card_synced`, so that a save from a stale read cannot move the card back.
@@ -344,6 +356,17 @@ class SqlRequestRepository:
             .execution_options(synchronize_session=False)
         )
 
+    async def find_by_external_ref(self, source: str, external_ref: str) -> ApprovalRequest | None:
+        """The newest request `source` opened for the provider's deployment `external_ref`."""
+        row = await self._session.scalar(
+            select(RequestRow)
+            .where(RequestRow.source == source, RequestRow.external_ref == external_ref)
+            .order_by(RequestRow.created_at.desc(), RequestRow.id.desc())
+            .limit(1)
+            .execution_options(populate_existing=True)
+        )
+        return _request_from_row(row) if row is not None else None
+
     async def list_due(self, now: datetime, limit: int) -> Sequence[ApprovalRequest]:
         """Requests whose SLA timer (`next_due_at`) is at or before `now`, earliest first."""
         rows = await self._session.scalars(
@@ -534,6 +557,7 @@ def _delivery_from_row(row: OutboxRow) -> Delivery:
         payload=dict(row.payload),
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
+        kind=row.kind,
         state=DeliveryState(row.state),
         attempts=row.attempts,
         last_error=row.last_error,
@@ -553,6 +577,7 @@ class SqlOutbox:
                 id=delivery.id,
                 request_id=delivery.request_id,
                 target=delivery.target,
+                kind=delivery.kind,
                 payload=_plain_json(delivery.payload),
                 webhook_id=delivery.id,
                 state=delivery.state.value,
@@ -574,6 +599,15 @@ class SqlOutbox:
             .execution_options(populate_existing=True)
         )
         return [_delivery_from_row(row) for row in rows]
+
+    async def count_for_request(self, request_id: str, kind: str) -> int:
+        """How many deliveries of `kind` were ever queued for the request (progress budgets)."""
+        count: int | None = await self._session.scalar(
+            select(func.count())
+            .select_from(OutboxRow)
+            .where(OutboxRow.request_id == request_id, OutboxRow.kind == kind)
+        )
+        return count or 0
 
     async def claim_due(
         self, now: datetime, limit: int, lease_until: datetime
@@ -820,3 +854,116 @@ class SqlDelegationRepository:
             .values(revoked_at=at)
             .execution_options(synchronize_session=False)
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Outgoing Slack messages
+
+
+def _message_from_row(row: MessageRow) -> OutgoingMessage:
+    return OutgoingMessage(
+        id=row.id,
+        dedupe_key=row.dedupe_key,
+        channel=row.channel,
+        text=row.text,
+        created_at=row.created_at,
+        not_before=row.not_before,
+        request_id=row.request_id,
+        dm=row.dm,
+        thread_ts=row.thread_ts,
+        blocks=tuple(dict(b) for b in row.blocks),
+        state=MessageState(row.state),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        sent_at=row.sent_at,
+    )
+
+
+class SqlMessageQueue:
+    """`bot.ports.MessageQueue` on the `messages` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, message: OutgoingMessage) -> bool:
+        """Queue `message`; False (and nothing written) when its dedupe_key was queued before."""
+        exists = await self._session.scalar(
+            select(MessageRow.id).where(MessageRow.dedupe_key == message.dedupe_key)
+        )
+        if exists is not None:
+            return False
+        try:
+            async with self._session.begin_nested():
+                self._session.add(
+                    MessageRow(
+                        id=message.id,
+                        dedupe_key=message.dedupe_key,
+                        request_id=message.request_id,
+                        channel=message.channel,
+                        dm=message.dm,
+                        thread_ts=message.thread_ts,
+                        text=message.text,
+                        blocks=[_plain_json(b) for b in message.blocks],
+                        state=message.state.value,
+                        attempts=message.attempts,
+                        not_before=message.not_before,
+                        lease_until=None,
+                        last_error=message.last_error,
+                        created_at=message.created_at,
+                        sent_at=message.sent_at,
+                    )
+                )
+                await self._session.flush()
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                return False
+            raise
+        return True
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> Sequence[OutgoingMessage]:
+        """Pending messages whose `not_before` has come, oldest first, leased until
+        `lease_until` (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
+        rows = (
+            await self._session.scalars(
+                select(MessageRow)
+                .where(
+                    MessageRow.state == MessageState.PENDING.value,
+                    MessageRow.not_before <= now,
+                    (MessageRow.lease_until.is_(None)) | (MessageRow.lease_until <= now),
+                )
+                .order_by(MessageRow.not_before, MessageRow.created_at, MessageRow.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+        for row in rows:
+            row.lease_until = lease_until
+        await self._session.flush()
+        return [_message_from_row(row) for row in rows]
+
+    async def record_attempt(self, message: OutgoingMessage) -> None:
+        """Persist state, attempts, not_before, last_error and sent_at; release the lease."""
+        await self._session.execute(
+            update(MessageRow)
+            .where(MessageRow.id == message.id)
+            .values(
+                state=message.state.value,
+                attempts=message.attempts,
+                not_before=message.not_before,
+                last_error=message.last_error,
+                sent_at=message.sent_at,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def count_pending(self) -> int:
+        count: int | None = await self._session.scalar(
+            select(func.count())
+            .select_from(MessageRow)
+            .where(MessageRow.state == MessageState.PENDING.value)
+        )
+        return count or 0

@@ -23,7 +23,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from bot.domain.model import DeliveryState, RejectMode, RequestState, Risk, VoteKind
+from bot.domain.model import (
+    DeliveryState,
+    MessageState,
+    RejectMode,
+    RequestState,
+    Risk,
+    VoteKind,
+)
 
 # Deterministic constraint names, so that later (batch) migrations can address them on every
 # database instead of relying on whatever name the backend made up.
@@ -128,6 +135,11 @@ class RequestRow(Base):
     reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
     frozen_until: Mapped[datetime | None]
     review_due_at: Mapped[datetime | None]
+    sla_started_at: Mapped[datetime | None]
+    reviewed_at: Mapped[datetime | None]
+    # The provider's identity of the deployment (GitLab project/deployment, …) and its status.
+    external_ref: Mapped[str | None] = mapped_column(String(256), index=True)
+    external_status: Mapped[str | None] = mapped_column(String(64))
 
 
 class VoteRow(Base):
@@ -183,6 +195,7 @@ class OutboxRow(Base):
         String(ID), ForeignKey("requests.id", ondelete="CASCADE"), index=True
     )
     target: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default="decision", server_default="decision")
     payload: Mapped[dict[str, Any]]
     webhook_id: Mapped[str] = mapped_column(String(128), unique=True)  # same on every retry
     state: Mapped[str] = mapped_column(String(16))
@@ -232,3 +245,29 @@ class ProcessedWebhookRow(Base):
     body_sha256: Mapped[str] = mapped_column(String(HASH))
     request_id: Mapped[str | None] = mapped_column(String(ID))
     received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MessageRow(Base):
+    """A Slack message to send (`OutgoingMessage`): durable, paced per channel, sent once."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", [s.value for s in MessageState]), name="state"),
+        Index("ix_messages_state_not_before", "state", "not_before"),
+    )
+
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(256), unique=True)
+    request_id: Mapped[str | None] = mapped_column(String(ID), index=True)
+    channel: Mapped[str] = mapped_column(String(SLACK_ID))
+    dm: Mapped[bool] = mapped_column(Boolean, default=False)
+    thread_ts: Mapped[str | None] = mapped_column(String(SLACK_ID))
+    text: Mapped[str] = mapped_column(Text)
+    blocks: Mapped[list[Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

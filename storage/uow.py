@@ -13,6 +13,7 @@ from bot.ports import (
     DelegationRepository,
     EventLog,
     FreezeRepository,
+    MessageQueue,
     Outbox,
     RequestRepository,
     UnitOfWork,
@@ -24,6 +25,7 @@ from storage.repositories import (
     SqlDelegationRepository,
     SqlEventLog,
     SqlFreezeRepository,
+    SqlMessageQueue,
     SqlOutbox,
     SqlRequestRepository,
     SqlVoteRepository,
@@ -42,6 +44,7 @@ class SqlUnitOfWork:
     webhooks: WebhookLog
     freezes: FreezeRepository
     delegations: DelegationRepository
+    messages: MessageQueue
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -65,6 +68,7 @@ class SqlUnitOfWork:
         self.webhooks = SqlWebhookLog(session)
         self.freezes = SqlFreezeRepository(session)
         self.delegations = SqlDelegationRepository(session)
+        self.messages = SqlMessageQueue(session)
         return self
 
     async def __aexit__(

@@ -127,6 +127,18 @@ class ApprovalRequest:
     card_revision: int = -1
     escalation_level: int = 0
     break_glass: bool = False
+    # SLA clock and timers (computed by bot/domain/sla.py from the policy and this history).
+    sla_started_at: datetime | None = None  # the clock starts at open, or when a freeze ends
+    next_due_at: datetime | None = None  # when the timer sweep must next look at this request
+    reminders_sent: int = 0
+    frozen_until: datetime | None = None
+    # Break-glass post-incident review.
+    review_due_at: datetime | None = None
+    reviewed_at: datetime | None = None
+    # The provider's own identity of the gated deployment (e.g. GitLab project/deployment id),
+    # and the last status the provider reported for it.
+    external_ref: str | None = None
+    external_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +180,7 @@ class Delivery:
     payload: Mapping[str, Any]
     created_at: datetime
     next_attempt_at: datetime
+    kind: str = "decision"  # decision | progress (a status report while pending)
     state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     last_error: str | None = None
@@ -207,3 +220,30 @@ class ProcessedWebhook:
     body_sha256: str
     request_id: str | None
     received_at: datetime
+
+
+class MessageState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A Slack message Quorum must send (reminder DM, escalation mention, announcement), queued
+    durably and sent paced per channel. `dedupe_key` makes enqueueing the same step idempotent."""
+
+    id: str
+    dedupe_key: str
+    channel: str  # a channel id, or a user id for a DM (`dm=True`)
+    text: str
+    created_at: datetime
+    not_before: datetime
+    request_id: str | None = None
+    dm: bool = False
+    thread_ts: str | None = None
+    blocks: tuple[Mapping[str, Any], ...] = ()
+    state: MessageState = MessageState.PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    sent_at: datetime | None = None
