@@ -23,11 +23,11 @@ from datetime import datetime, timedelta
 from bot.domain import events
 from bot.domain.decisions import apply_outcome
 from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter, rule_for
-from bot.domain.model import ApprovalRequest, Delegation, Delivery, Vote, VoteKind
-from bot.domain.quorum import Tally, tally
+from bot.domain.model import ApprovalRequest, Delegation, Vote, VoteKind
+from bot.domain.quorum import tally
 from bot.ports import DuplicateVoteError, UnitOfWork
+from bot.services.decisions import record_decision
 from bot.services.deps import Deps
-from bot.services.ids import new_id
 from bot.services.teams import team_members
 
 log = logging.getLogger(__name__)
@@ -315,28 +315,5 @@ async def _record(
     outcome = tally(request.rules, eligible, state.votes, request.reject_mode)
     decided = apply_outcome(request, outcome, now)
     if decided:
-        await _queue_decision(deps, uow, request, state.votes, outcome, now)
+        await record_decision(deps, uow, request, state.votes, outcome, now)
     return VoteResult(request=request, vote=vote, decided=decided)
-
-
-async def _queue_decision(
-    deps: Deps,
-    uow: UnitOfWork,
-    request: ApprovalRequest,
-    votes: Sequence[Vote],
-    outcome: Tally | None,
-    now: datetime,
-) -> None:
-    """The decision's audit event and its callback, in the decision's transaction."""
-    await uow.events.append(events.request_decided(request, outcome, now))
-    notifier = deps.notifiers[request.source]
-    delivery = Delivery(
-        id=new_id("dlv", now),
-        request_id=request.id,
-        target=request.source,
-        payload=notifier.delivery_payload(request, votes),
-        created_at=now,
-        next_attempt_at=now,
-    )
-    await uow.outbox.add(delivery)
-    await uow.events.append(events.callback_queued(delivery))

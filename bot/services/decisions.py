@@ -1,0 +1,40 @@
+"""record_decision: a decided request's audit event and pipeline callback, in its transaction.
+
+Every way a request ends (votes, expiry, auto-approval, break-glass) goes through here, so the
+callback is queued in the outbox in the same commit as the decision, never after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.domain import events
+from bot.domain.model import ApprovalRequest, Delivery, Vote
+from bot.domain.quorum import Tally
+from bot.ports import UnitOfWork
+from bot.services.deps import Deps
+from bot.services.ids import new_id
+
+
+async def record_decision(
+    deps: Deps,
+    uow: UnitOfWork,
+    request: ApprovalRequest,
+    votes: Sequence[Vote],
+    outcome: Tally | None,
+    now: datetime,
+) -> None:
+    """The decision's audit event and its callback, in the decision's transaction."""
+    await uow.events.append(events.request_decided(request, outcome, now))
+    notifier = deps.notifiers[request.source]
+    delivery = Delivery(
+        id=new_id("dlv", now),
+        request_id=request.id,
+        target=request.source,
+        payload=notifier.delivery_payload(request, votes),
+        created_at=now,
+        next_attempt_at=now,
+    )
+    await uow.outbox.add(delivery)
+    await uow.events.append(events.callback_queued(delivery))
