@@ -9,28 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
 
 from bot.background import BackgroundTasks
 from bot.clock import SystemClock
-from bot.pipelines.base import InboundRequest, PipelineAdapter
+from bot.pipelines.base import InboundRequest, InboundUpdate, PipelineAdapter
 from bot.pipelines.generic import GenericAdapter
+from bot.pipelines.github import GitHubAdapter
+from bot.pipelines.gitlab import GitLabAdapter
+from bot.pipelines.jenkins import JenkinsNotifier
 from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
 from bot.policy import Policy
 from bot.ports import Clock, PipelineNotifier
 from bot.scheduler import Scheduler
 from bot.services.announcing import announce
+from bot.services.breakglass import REVIEW_JOB, remind_reviews
 from bot.services.delivery import deliver_due
 from bot.services.deps import Deps, Tuning
+from bot.services.freezes import FREEZE_JOB, sync_frozen_requests
 from bot.services.intake import Opened, open_request
+from bot.services.messaging import MessageSender
 from bot.services.status import RequestStatus, request_status
+from bot.services.timers import TimersJob
+from bot.services.updates import Applied, apply_update
 from bot.services.voting import Voting
 from bot.settings import Settings
-from handlers import api, health, slack_actions, slack_events, webhooks
+from handlers import api, health, slack_actions, slack_events, slash_commands, webhooks
 from handlers.slack_chat import SlackChat, SlackDirectory, make_web_client
 from handlers.slack_presenter import SlackAnnouncer
 from storage.db import create_engine
@@ -48,6 +57,8 @@ class Intervals:
 
     announce: float = 2.0
     deliveries: float = 1.0
+    timers: float = 5.0
+    messages: float = 1.0
 
 
 @dataclass(slots=True)
@@ -86,6 +97,8 @@ def build_app(
 
     slack_client = make_web_client(bot_token, settings.slack_api_url)
     chat = SlackChat(slack_client)
+    # The message queue waits out 429s itself (durably, per channel), so its client must not.
+    queue_client = make_web_client(bot_token, settings.slack_api_url, rate_limit_retries=0)
     announcer = SlackAnnouncer(chat, now_clock)
     directory = SlackDirectory(slack_client, now_clock)
     callback_secret = settings.callback_secret
@@ -95,16 +108,30 @@ def build_app(
         http,
         now_clock.now,
     )
-    adapters: Mapping[str, PipelineAdapter] = {generic.source: generic}
-    notifiers: Mapping[str, PipelineNotifier] = {generic.source: generic}
+    adapters: dict[str, PipelineAdapter] = {generic.source: generic}
+    notifiers: dict[str, PipelineNotifier] = {generic.source: generic}
+    # Providers are wired only when their settings are present (docs/pipelines/*.md).
+    github = GitHubAdapter.from_settings(settings, http, now_clock.now)
+    gitlab = GitLabAdapter.from_settings(settings, http, policy.gitlab.represented_as)
+    jenkins = JenkinsNotifier.from_settings(settings, http)
+    for provider in (github, gitlab):
+        if provider is not None:
+            adapters[provider.source] = notifiers[provider.source] = provider
+    if jenkins is not None:
+        notifiers[jenkins.source] = jenkins
     bolt = slack_events.build_bolt_app(slack_client, signing_secret)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession()
         sessions.append(session)
         slack_client.session = session
+        queue_client.session = session
         database = SqlDatabase(create_engine(settings.database_url_value))
         scheduler = Scheduler()
+
+        def wake_timers(delay: timedelta) -> None:
+            scheduler.wake_in("timers", delay)
+
         deps = Deps(
             database=database,
             clock=now_clock,
@@ -124,9 +151,17 @@ def build_app(
         slack_actions.register(
             bolt, voting=voting, announcer=announcer, background=runtime.background
         )
+        slash_commands.register(
+            bolt, deps=deps, voting=voting, chat=chat, background=runtime.background
+        )
         await voting.start()
         scheduler.every("announce", every.announce, lambda: announce(deps))
         scheduler.every("deliveries", every.deliveries, lambda: deliver_due(deps))
+        scheduler.every(FREEZE_JOB, 10.0, lambda: sync_frozen_requests(deps))
+        scheduler.every(REVIEW_JOB, 300.0, lambda: remind_reviews(deps))
+        scheduler.every("timers", every.timers, TimersJob(deps, wake_timers).run)
+        sender = MessageSender(deps, SlackChat(queue_client))
+        scheduler.every("messages", every.messages, sender.send_due)
         scheduler.start()
         try:
             yield
@@ -150,8 +185,16 @@ def build_app(
         return await request_status(app[RUNTIME].deps, request_id)
 
     health.register(app, ping_database=ping_database, policy_loaded=lambda: True)
+
+    async def apply_update_route(update: InboundUpdate) -> Applied:
+        return await apply_update(app[RUNTIME].deps, update)
+
     webhooks.register(
-        app, adapters=adapters, open_request=open_request_route, public_url=settings.public_url
+        app,
+        adapters=adapters,
+        open_request=open_request_route,
+        public_url=settings.public_url,
+        apply_update=apply_update_route,
     )
     api.register(app, api_token=_optional(settings.quorum_api_token), get_status=status_route)
     slack_events.register(app, bolt=bolt, signing_secret=signing_secret, now=now_clock.now)

@@ -321,6 +321,15 @@ class BreakGlassPolicy(_Model):
     review_within: Duration | None = None
 
 
+class GitLabPolicy(_Model):
+    """GitLab specifics (docs/pipelines/gitlab.md): the group or role the bot's approval
+    represents in GitLab, per Quorum rule name, when the bot belongs to several approval rules."""
+
+    represented_as: Mapping[Name, Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=dict
+    )
+
+
 class IdentitiesPolicy(_Model):
     github: Mapping[str, SlackUserId] = Field(default_factory=dict)
     email: Mapping[EmailAddress, SlackUserId] = Field(default_factory=dict)
@@ -355,6 +364,7 @@ class Policy(_Model):
     release_managers: Name | None = None
     break_glass: BreakGlassPolicy | None = None
     identities: IdentitiesPolicy = Field(default_factory=IdentitiesPolicy)
+    gitlab: GitLabPolicy = Field(default_factory=GitLabPolicy)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@ Implemented by `storage/` (unit of work), `handlers/slack_chat.py` (chat, direct
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -48,6 +48,16 @@ class RequestRepository(Protocol):
         """Like `get`, but locks the row until the unit of work ends (SELECT … FOR UPDATE)."""
         ...
 
+    async def get_many_for_update(
+        self, request_ids: Sequence[str]
+    ) -> Mapping[str, ApprovalRequest]:
+        """`get_for_update` for several requests at once (missing ids are left out)."""
+        ...
+
+    async def save_many(self, requests: Sequence[ApprovalRequest]) -> None:
+        """`save` for several requests read and locked in this unit of work."""
+        ...
+
     async def save(self, request: ApprovalRequest) -> None:
         """Write back a changed request. Bumps `revision`; raises ConcurrencyError when the stored
         revision is no longer the one that was read."""
@@ -79,14 +89,28 @@ class RequestRepository(Protocol):
         """The newest request `source` opened for the provider's deployment `external_ref`."""
         ...
 
+    async def list_reviews_open(self, limit: int) -> Sequence[ApprovalRequest]:
+        """Break-glass requests whose post-incident review is not recorded, earliest due first."""
+        ...
+
 
 class VoteRepository(Protocol):
     async def add(self, vote: Vote) -> None:
         """Raises DuplicateVoteError when the voter or the actor already voted on the request."""
         ...
 
+    async def add_many(self, votes: Sequence[Vote]) -> None:
+        """Insert several votes at once (group commit). The caller holds the requests' locks and
+        has ruled out duplicates; DuplicateVoteError here means the unit of work must be rolled
+        back."""
+        ...
+
     async def list_for(self, request_id: str) -> Sequence[Vote]:
         """The request's votes in the order they were cast."""
+        ...
+
+    async def list_for_many(self, request_ids: Sequence[str]) -> Mapping[str, Sequence[Vote]]:
+        """The votes of several requests, each list in the order cast."""
         ...
 
     async def list_unannounced(self, limit: int) -> Sequence[Vote]: ...
@@ -97,6 +121,10 @@ class VoteRepository(Protocol):
 class EventLog(Protocol):
     async def append(self, event: Event) -> None:
         """Append to the hash-chained audit trail."""
+        ...
+
+    async def append_many(self, events: Sequence[Event]) -> None:
+        """Append several events, in order, reading the chain's tail once."""
         ...
 
     async def list_for(self, request_id: str) -> Sequence[Event]: ...
@@ -208,11 +236,20 @@ class UnitOfWorkFactory(Protocol):
 class Database(Protocol):
     """The storage as a whole: units of work plus health."""
 
-    def unit_of_work(self) -> UnitOfWork: ...
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        """A unit of work; `read_only=True` never takes the write lock (and must not write)."""
+        ...
 
     async def ping(self) -> None:
         """Raise when the database cannot be reached."""
         ...
+
+
+class ChatRateLimited(Exception):
+    """Raised by a `Chat` when Slack answered 429: try again after `retry_after` seconds (None
+    when Slack did not say). Implementations subclass it together with their own error type."""
+
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -73,6 +73,21 @@ class Scheduler:
     def wake(self, name: str) -> None:
         if name in self._jobs and self._scheduler.running:
             self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
+    def wake_in(self, name: str, delay: timedelta) -> None:
+        """Run job `name` once after `delay` (a one-off wake-up for a known deadline; a newer
+        call replaces the older one). The job's periodic sweep still runs."""
+        job = self._jobs.get(name)
+        if job is None:
+            return
+        self._scheduler.add_job(
+            job.run,
+            "date",
+            run_date=datetime.now(UTC) + max(delay, timedelta(0)),
+            id=f"{name}:wake",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
 
     def start(self) -> None:
         self._scheduler.start()

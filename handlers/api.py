@@ -95,4 +95,7 @@ def render_status(status: RequestStatus) -> dict[str, Any]:
         "created_at": iso_utc(req.created_at),
         "decided_at": _time(req.decided_at),
         "card": {"channel": req.channel, "ts": req.message_ts} if req.message_ts else None,
+        "escalation_level": req.escalation_level,
+        "next_timer": status.next_timer,
+        "next_timer_at": _time(status.next_timer_at),
     }

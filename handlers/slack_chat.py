@@ -20,7 +20,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.ports import Clock, PostedMessage
+from bot.ports import ChatRateLimited, Clock, PostedMessage
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 RATE_LIMIT_RETRIES = 5
@@ -60,17 +60,23 @@ class ChatError(Exception):
         return f"ChatError(method={self.method!r}, error_code={self.error_code!r})"
 
 
+class RateLimitedChatError(ChatError, ChatRateLimited):
+    """Slack answered 429 (after the client's own retries, if it has any)."""
+
+
 def make_web_client(
     token: str,
     base_url: str | None = None,
     *,
     session: aiohttp.ClientSession | None = None,
     timeout: int = 30,
+    rate_limit_retries: int = RATE_LIMIT_RETRIES,
 ) -> AsyncWebClient:
     """An AsyncWebClient that waits out 429s (`Retry-After`) and retries dropped connections.
 
     Pass a long-lived `session` (created inside the running loop, closed at shutdown) to reuse
-    connections; without one slack-sdk opens a session per call.
+    connections; without one slack-sdk opens a session per call. `rate_limit_retries=0` makes
+    429s surface at once as `RateLimitedChatError` (for a caller that queues instead of waiting).
     """
     url = base_url or DEFAULT_SLACK_API_URL
     if not url.endswith("/"):
@@ -82,7 +88,11 @@ def make_web_client(
         timeout=timeout,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+            *(
+                [AsyncRateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)]
+                if rate_limit_retries > 0
+                else []
+            ),
         ],
     )
 
@@ -101,7 +111,10 @@ def _chat_error(method: str, exc: SlackApiError) -> ChatError:
                 retry_after = float(raw)
             except (TypeError, ValueError):
                 retry_after = None
-    return ChatError(method, str(code or f"http_{status}"), status=status, retry_after=retry_after)
+    error = str(code or f"http_{status}")
+    if status == 429 or error == "ratelimited":
+        return RateLimitedChatError(method, error, status=status, retry_after=retry_after)
+    return ChatError(method, error, status=status, retry_after=retry_after)
 
 
 async def _call(method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:

@@ -14,17 +14,20 @@ from aiohttp import web
 from bot.pipelines.base import (
     Ignored,
     InboundRequest,
+    InboundUpdate,
     InvalidPayload,
     PipelineAdapter,
     SignatureError,
 )
 from bot.services.errors import ServiceError
 from bot.services.intake import Opened
+from bot.services.updates import Applied
 from handlers.errors import correlation_id, json_error
 
 log = logging.getLogger(__name__)
 
 OpenRequest = Callable[[InboundRequest], Awaitable[Opened]]
+ApplyUpdate = Callable[[InboundUpdate], Awaitable[Applied]]
 
 
 def register(
@@ -33,6 +36,7 @@ def register(
     adapters: Mapping[str, PipelineAdapter],
     open_request: OpenRequest,
     public_url: str,
+    apply_update: ApplyUpdate | None = None,
 ) -> None:
     async def handle_pipeline_webhook(request: web.Request) -> web.Response:
         adapter = adapters.get(request.match_info["source"])
@@ -51,8 +55,12 @@ def register(
             return json_error(400, "invalid request body", fields=[e.as_dict() for e in exc.errors])
         except Ignored as exc:
             log.info("webhook %s ignored: %s", adapter.source, exc.reason)
-            return web.json_response({"ignored": exc.reason}, status=200)
+            if exc.status == 204:
+                return web.Response(status=204)
+            return web.json_response({"ignored": exc.reason}, status=exc.status)
         try:
+            if isinstance(inbound, InboundUpdate):
+                return _applied(await _apply(apply_update, inbound))
             opened = await open_request(inbound)
         except ServiceError as exc:
             return json_error(exc.status, exc.message, **exc.details)
@@ -70,3 +78,18 @@ def register(
         )
 
     app.router.add_post("/webhooks/{source}", handle_pipeline_webhook)
+
+
+async def _apply(apply_update: ApplyUpdate | None, update: InboundUpdate) -> Applied:
+    if apply_update is None:
+        return Applied(request_id=None, state=None)
+    return await apply_update(update)
+
+
+def _applied(applied: Applied) -> web.Response:
+    """A provider-side update: 200 either way, since the provider must not retry it."""
+    if applied.request_id is None:
+        return web.json_response({"ignored": "untracked deployment"}, status=200)
+    return web.json_response(
+        {"id": applied.request_id, "state": applied.state, "closed": applied.closed}, status=200
+    )

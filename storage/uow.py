@@ -63,7 +63,8 @@ class SqlUnitOfWork:
         self._session = session
         self.requests = SqlRequestRepository(session)
         self.votes = SqlVoteRepository(session)
-        self.events = SqlEventLog(session)
+        self._event_log = SqlEventLog(session)
+        self.events = self._event_log
         self.outbox = SqlOutbox(session)
         self.webhooks = SqlWebhookLog(session)
         self.freezes = SqlFreezeRepository(session)
@@ -85,6 +86,7 @@ class SqlUnitOfWork:
             await session.close()
 
     async def commit(self) -> None:
+        await self._event_log.flush()  # appended events are written last, as one batch
         await self.session.commit()
 
     async def rollback(self) -> None:
@@ -114,6 +116,8 @@ class SqlDatabase:
 
     async def dispose(self) -> None:
         """Close every pooled connection (on shutdown)."""
+        if self._reader_engine is not self.engine:
+            await self._reader_engine.dispose()
         await self.engine.dispose()
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "Ignored",
     "InboundError",
     "InboundRequest",
+    "InboundUpdate",
     "InvalidPayload",
     "PipelineAdapter",
     "SignatureError",
@@ -40,6 +41,24 @@ class InboundRequest:
     # Where and how to deliver the decision, adapter-specific and JSON-serialisable,
     # e.g. {"url": "https://ci.example.com/hook"}; empty when the pipeline polls instead.
     callback: dict[str, Any] = field(default_factory=dict)
+    # The provider's own identity of the gated deployment (e.g. "30/15": GitLab project id /
+    # deployment id), so that its later events find this request (`requests.find_by_external_ref`).
+    external_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundUpdate:
+    """A provider-side change to a deployment Quorum may be gating (GitLab: someone approved it in
+    GitLab, or the job was canceled). Applied by `bot.services.updates.apply_update`."""
+
+    source: str
+    delivery_id: str  # dedupe key, like InboundRequest.delivery_id
+    external_ref: str
+    status: str  # the provider's status word: approved, rejected, running, canceled, …
+    actor: str | None  # who did it on the provider's side, as the provider names them
+    detail: str  # one human-readable line for the card and the audit trail
+    closes: bool  # the provider no longer waits for Quorum's decision on this deployment
+    body_sha256: str
 
 
 class InboundError(Exception):
@@ -78,11 +97,13 @@ class InvalidPayload(InboundError):
 class Ignored(InboundError):
     """The webhook is authentic but opens no request (a ping, an event Quorum does not gate).
 
-    The handler answers 2xx and logs `reason`; nothing is recorded."""
+    The handler answers `status` (200 for a ping, 204 for an event Quorum does not gate) and logs
+    `reason`; nothing is recorded."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, status: int = 200) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.status = status
 
 
 class PipelineAdapter(Protocol):
@@ -93,11 +114,12 @@ class PipelineAdapter(Protocol):
         """The adapter's name, also the `Delivery.target` it delivers: generic, github, …"""
         ...
 
-    def parse(self, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> InboundRequest | InboundUpdate:
         """Verify the signature, then parse and validate the body.
 
-        Synchronous and pure apart from the verifier's clock. Raises SignatureError (401),
-        InvalidPayload (400) or Ignored (2xx, nothing to do)."""
+        Synchronous and pure apart from the verifier's clock. Returns a request to open, or an
+        update to a deployment already gated. Raises SignatureError (401), InvalidPayload (400)
+        or Ignored (2xx, nothing to do)."""
         ...
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult:

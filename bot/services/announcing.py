@@ -14,13 +14,18 @@ from bot.domain.model import ApprovalRequest, Delivery, DeliveryState, Vote
 from bot.domain.quorum import tally
 from bot.ports import CardStatus
 from bot.services.deps import Deps
-from bot.services.teams import team_members
+from bot.services.freezes import card_note
+from bot.services.progress import PROGRESS, on_card_posted
+from bot.services.teams import request_team_members
+from bot.services.timers import timer_note
+from bot.services.updates import external_status_note
 
 log = logging.getLogger(__name__)
 
 
 def callback_status(deliveries: list[Delivery]) -> str | None:
     """The card's line about the pipeline callback."""
+    deliveries = [d for d in deliveries if d.kind != PROGRESS]  # status reports are not callbacks
     if not deliveries:
         return None
     latest = deliveries[-1]
@@ -46,12 +51,14 @@ def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
             "The requester could not be matched to a Slack user, so Quorum cannot stop them "
             "approving their own deployment. Check who you are approving for."
         )
+    if note := external_status_note(request):
+        warnings.append(note)
     return tuple(warnings)
 
 
 async def sync_cards(deps: Deps) -> int:
     """Post missing cards and update stale ones. Returns how many were brought up to date."""
-    async with deps.database.unit_of_work() as uow:
+    async with deps.database.unit_of_work(read_only=True) as uow:
         stale = await uow.requests.list_card_out_of_date(deps.tuning.batch_size)
     done = 0
     for request in stale:
@@ -66,26 +73,31 @@ async def sync_cards(deps: Deps) -> int:
 
 
 async def _sync_card(deps: Deps, request: ApprovalRequest) -> None:
-    async with deps.database.unit_of_work() as uow:
+    async with deps.database.unit_of_work(read_only=True) as uow:
         votes = list(await uow.votes.list_for(request.id))
         deliveries = list(await uow.outbox.get_for_request(request.id))
-    eligible = await team_members(deps, {rule.team for rule in request.rules})
-    status = CardStatus(callback=callback_status(deliveries), warnings=card_warnings(request))
-    first_post = request.message_ts is None
-    posted = await deps.announcer.show_card(
-        request, tally(request.rules, eligible, votes, request.reject_mode), votes, status
+    eligible = await request_team_members(deps, request)
+    status = CardStatus(
+        callback=callback_status(deliveries),
+        warnings=card_warnings(request),
+        frozen_note=await card_note(deps, request),
+        next_timer=timer_note(deps.policy, request, deps.clock.now(), relative=False),
     )
+    first_post = request.message_ts is None
+    current = tally(request.rules, eligible, votes, request.reject_mode)
+    posted = await deps.announcer.show_card(request, current, votes, status)
     now = deps.clock.now()
     async with deps.database.unit_of_work() as uow:
         await uow.requests.mark_card_synced(request.id, request.revision, posted.channel, posted.ts)
         if first_post:
             await uow.events.append(events.card_posted(request.id, posted.channel, posted.ts, now))
+            await on_card_posted(deps, uow, request, current, posted.channel, posted.ts, now)
         await uow.commit()
 
 
 async def announce_votes(deps: Deps) -> int:
     """Post a thread reply under the card for each recorded vote not yet announced."""
-    async with deps.database.unit_of_work() as uow:
+    async with deps.database.unit_of_work(read_only=True) as uow:
         votes = list(await uow.votes.list_unannounced(deps.tuning.batch_size))
         requests: dict[str, ApprovalRequest | None] = {}
         for vote in votes:

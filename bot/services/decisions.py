@@ -27,12 +27,15 @@ async def record_decision(
 ) -> None:
     """The decision's audit event and its callback, in the decision's transaction."""
     await uow.events.append(events.request_decided(request, outcome, now))
-    notifier = deps.notifiers[request.source]
+    # A generic request naming a Jenkins input step is answered by the Jenkins notifier
+    # (docs/pipelines/jenkins.md); when none is configured the delivery fails visibly on the card.
+    target = "jenkins" if "jenkins" in request.callback else request.source
+    notifier = deps.notifiers.get(target)
     delivery = Delivery(
         id=new_id("dlv", now),
         request_id=request.id,
-        target=request.source,
-        payload=notifier.delivery_payload(request, votes),
+        target=target,
+        payload=notifier.delivery_payload(request, votes) if notifier is not None else {},
         created_at=now,
         next_attempt_at=now,
     )

@@ -14,6 +14,7 @@ from bot.routing import RoutingError, UnknownEnvironment, route
 from bot.services.deps import Deps
 from bot.services.errors import Conflict, Unprocessable
 from bot.services.ids import new_id
+from bot.services.timers import start_sla
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,11 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         details=inbound.details,
         created_at=now,
         callback=dict(inbound.callback),
+        external_ref=inbound.external_ref,
     )
     if routed.service is None:
         request.callback = {**request.callback, "requested_service": routed.requested_service}
+    start_sla(deps.policy, request, now)  # issue 5 starts it when a freeze ends instead
     try:
         async with deps.database.unit_of_work() as uow:
             await uow.webhooks.add(
@@ -99,7 +102,7 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
 
 
 async def _replay(deps: Deps, inbound: InboundRequest) -> Opened | None:
-    async with deps.database.unit_of_work() as uow:
+    async with deps.database.unit_of_work(read_only=True) as uow:
         seen = await uow.webhooks.get(inbound.source, inbound.delivery_id)
         if seen is None:
             return None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.domain.model import ApprovalRequest, Delivery, Vote
 from bot.domain.quorum import Tally, tally
 from bot.services.deps import Deps
 from bot.services.errors import NotFound
-from bot.services.teams import team_members
+from bot.services.teams import request_team_members
+from bot.services.timers import next_timer_at, timer_note
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,19 +19,24 @@ class RequestStatus:
     tally: Tally
     votes: tuple[Vote, ...]
     delivery: Delivery | None
+    next_timer: str | None = None  # "escalates to sre in 42 min"
+    next_timer_at: datetime | None = None
 
 
 async def request_status(deps: Deps, request_id: str) -> RequestStatus:
-    async with deps.database.unit_of_work() as uow:
+    async with deps.database.unit_of_work(read_only=True) as uow:
         request = await uow.requests.get(request_id)
         if request is None:
             raise NotFound(f"no request {request_id!r}")
         votes = tuple(await uow.votes.list_for(request_id))
         deliveries = list(await uow.outbox.get_for_request(request_id))
-    eligible = await team_members(deps, {rule.team for rule in request.rules})
+    eligible = await request_team_members(deps, request)
+    now = deps.clock.now()
     return RequestStatus(
         request=request,
         tally=tally(request.rules, eligible, votes, request.reject_mode),
         votes=votes,
         delivery=deliveries[-1] if deliveries else None,
+        next_timer=timer_note(deps.policy, request, now),
+        next_timer_at=next_timer_at(deps.policy, request, now),
     )

@@ -25,10 +25,12 @@ from bot.domain.decisions import apply_outcome
 from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter, rule_for
 from bot.domain.model import ApprovalRequest, Delegation, Vote, VoteKind
 from bot.domain.quorum import tally
-from bot.ports import DuplicateVoteError, UnitOfWork
+from bot.ports import UnitOfWork
+from bot.services import progress
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
-from bot.services.teams import team_members
+from bot.services.freezes import frozen_reason_for
+from bot.services.teams import request_team_members
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class Voting:
         snapshot = await self._snapshot(command.request_id)
         if snapshot is None:
             return VoteResult(request=None, refusal=_not_found(command.request_id))
-        eligible = await team_members(self._deps, {r.team for r in snapshot.request.rules})
+        eligible = await request_team_members(self._deps, snapshot.request)
         refusal = await self._cached_refusal(snapshot, eligible, command, require_reason=False)
         return VoteResult(request=snapshot.request, refusal=refusal)
 
@@ -110,7 +112,7 @@ class Voting:
         snapshot = await self._snapshot(command.request_id)
         if snapshot is None:
             return VoteResult(request=None, refusal=_not_found(command.request_id))
-        eligible = await team_members(self._deps, {r.team for r in snapshot.request.rules})
+        eligible = await request_team_members(self._deps, snapshot.request)
         refusal = await self._cached_refusal(snapshot, eligible, command, require_reason=True)
         if refusal is not None:
             return VoteResult(request=snapshot.request, refusal=refusal)
@@ -124,9 +126,13 @@ class Voting:
 
     async def _snapshot(self, request_id: str) -> _Snapshot | None:
         cached = self._snapshots.get(request_id)
-        if cached is not None:
+        # An SLA escalation widens who may vote, so NOT_ELIGIBLE / NOT_NEEDED are monotone only
+        # until the request's next timer: once it has passed, re-read (another process may have
+        # escalated it).
+        due = cached.request.next_due_at if cached is not None else None
+        if cached is not None and (due is None or due > self._deps.clock.now()):
             return cached
-        async with self._deps.database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work(read_only=True) as uow:
             request = await uow.requests.get(request_id)
             if request is None:
                 return None
@@ -139,7 +145,7 @@ class Voting:
         now = self._deps.clock.now()
         if self._delegations is not None and now - self._delegations[0] < _DELEGATIONS_TTL:
             return self._delegations[1]
-        async with self._deps.database.unit_of_work() as uow:
+        async with self._deps.database.unit_of_work(read_only=True) as uow:
             delegations = await uow.delegations.list_active(now)
         self._delegations = (now, delegations)
         return delegations
@@ -147,6 +153,10 @@ class Voting:
     def forget_delegations(self) -> None:
         """Called after this process changes a delegation."""
         self._delegations = None
+
+    def forget_request(self, request_id: str) -> None:
+        """Called after this process changes a request's rules outside a vote (break glass)."""
+        self._snapshots.pop(request_id, None)
 
     async def _cached_refusal(
         self,
@@ -199,29 +209,28 @@ class Voting:
         async with deps.database.unit_of_work() as uow:
             now = deps.clock.now()
             delegations = await uow.delegations.list_active(now)
-            states: dict[str, _Snapshot | None] = {}
+            states = await _load_locked(uow, [p.command.request_id for p in batch])
             changed: set[str] = set()
             results: list[VoteResult] = []
+            new_votes: list[Vote] = []
             for pending in batch:
                 rid = pending.command.request_id
-                if rid not in states:
-                    states[rid] = await _load_locked(uow, rid)
-                state = states[rid]
+                state = states.get(rid)
                 if state is None:
                     results.append(VoteResult(request=None, refusal=_not_found(rid)))
                     continue
                 result = await _record(deps, uow, state, pending, delegations, now)
                 if result.vote is not None:
                     changed.add(rid)
+                    new_votes.append(result.vote)
                 results.append(result)
-            for rid in changed:
-                state = states[rid]
-                assert state is not None
-                await uow.requests.save(state.request)
+            # One INSERT for the whole batch: the requests are locked and every vote was checked
+            # against their fresh votes above, so no duplicate can reach it.
+            await uow.votes.add_many(new_votes)
+            await uow.requests.save_many([states[rid].request for rid in sorted(changed)])
             await uow.commit()
         for rid, state in states.items():
-            if state is not None:
-                self._snapshots[rid] = _Snapshot(request=state.request, votes=list(state.votes))
+            self._snapshots[rid] = _Snapshot(request=state.request, votes=list(state.votes))
         if changed:
             deps.wake("cards")
             if any(r.decided for r in results):
@@ -238,6 +247,7 @@ def _check(
     now: datetime,
     *,
     require_reason: bool,
+    frozen_reason: str | None = None,
 ) -> Refusal | None:
     voter = resolve_voter(
         request,
@@ -249,6 +259,7 @@ def _check(
         now=now,
         reason=command.reason,
         require_reason=require_reason,
+        frozen_reason=frozen_reason,
     )
     return check_vote(
         request,
@@ -260,14 +271,15 @@ def _check(
         now=now,
         reason=command.reason,
         require_reason=require_reason,
+        frozen_reason=frozen_reason,
     )
 
 
-async def _load_locked(uow: UnitOfWork, request_id: str) -> _Snapshot | None:
-    request = await uow.requests.get_for_update(request_id)
-    if request is None:
-        return None
-    return _Snapshot(request=request, votes=list(await uow.votes.list_for(request_id)))
+async def _load_locked(uow: UnitOfWork, request_ids: Sequence[str]) -> dict[str, _Snapshot]:
+    """The batch's requests, locked, with their votes: two statements for the whole batch."""
+    requests = await uow.requests.get_many_for_update(request_ids)
+    votes = await uow.votes.list_for_many(list(requests))
+    return {rid: _Snapshot(request=r, votes=list(votes[rid])) for rid, r in requests.items()}
 
 
 async def _record(
@@ -279,7 +291,18 @@ async def _record(
     now: datetime,
 ) -> VoteResult:
     command, eligible, request = pending.command, pending.eligible, state.request
-    refusal = _check(request, state.votes, eligible, delegations, command, now, require_reason=True)
+    # Freezes are checked here, on fresh state, never from the snapshot cache.
+    frozen = await frozen_reason_for(deps, uow, request, now, command.kind)
+    refusal = _check(
+        request,
+        state.votes,
+        eligible,
+        delegations,
+        command,
+        now,
+        require_reason=True,
+        frozen_reason=frozen,
+    )
     if refusal is not None:
         return VoteResult(request=request, refusal=refusal)
     voter = resolve_voter(
@@ -303,17 +326,11 @@ async def _record(
         if command.kind is VoteKind.APPROVE
         else None,
     )
-    try:
-        await uow.votes.add(vote)
-    except DuplicateVoteError:  # another process recorded this person's vote meanwhile
-        return VoteResult(
-            request=request,
-            refusal=Refusal(RefusalCode.ALREADY_VOTED, "You already voted on this request."),
-        )
     await uow.events.append(events.vote_recorded(vote))
     state.votes.append(vote)
     outcome = tally(request.rules, eligible, state.votes, request.reject_mode)
     decided = apply_outcome(request, outcome, now)
     if decided:
         await record_decision(deps, uow, request, state.votes, outcome, now)
+    await progress.on_vote(deps, uow, request, state.votes, eligible, now)  # pipeline status report
     return VoteResult(request=request, vote=vote, decided=decided)

@@ -9,11 +9,10 @@ import asyncio
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +24,7 @@ from bot.app import RUNTIME, Intervals, build_app
 from bot.clock import SystemClock
 from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
 from bot.policy import Policy
+from bot.ports import Clock
 from bot.services.deps import Tuning
 from bot.settings import Settings, load_settings
 from handlers.action_ids import REASON_ACTION_ID, ActionId, BlockId, CallbackId, encode_button_value
@@ -106,9 +106,10 @@ class FakePipeline:
     _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
     url: str = ""
+    clock: Clock = field(default_factory=SystemClock)  # Quorum's clock: it signs with it
 
     async def start(self) -> None:
-        verifier = StandardWebhookVerifier([WEBHOOK_SECRET], clock=lambda: datetime.now(UTC))
+        verifier = StandardWebhookVerifier([WEBHOOK_SECRET], clock=lambda: self.clock.now())
         app = web.Application()
 
         async def receive(request: web.Request) -> web.Response:
@@ -145,10 +146,13 @@ class FakePipeline:
 class Quorum:
     """A running Quorum plus signed-request helpers."""
 
-    def __init__(self, settings: Settings, policy: Policy, tuning: Tuning) -> None:
+    def __init__(
+        self, settings: Settings, policy: Policy, tuning: Tuning, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.policy = policy
         self.tuning = tuning
+        self.clock: Clock = clock or SystemClock()
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.http: aiohttp.ClientSession | None = None
@@ -158,7 +162,7 @@ class Quorum:
         self.app = build_app(
             self.settings,
             self.policy,
-            clock=SystemClock(),
+            clock=self.clock,
             tuning=self.tuning,
             intervals=Intervals(announce=0.2, deliveries=0.2),
         )
@@ -193,7 +197,7 @@ class Quorum:
     ) -> tuple[int, dict[str, Any]]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         wid = webhook_id or f"msg_{hashlib.sha256(raw).hexdigest()[:20]}"
-        headers = StandardWebhookSigner(secret).sign(wid, at or datetime.now(UTC), raw)
+        headers = StandardWebhookSigner(secret).sign(wid, at or self.clock.now(), raw)
         headers["content-type"] = "application/json"
         assert self.http is not None
         async with self.http.post(
@@ -224,7 +228,7 @@ class Quorum:
         ts: int | None = None,
         content_type: str = "application/x-www-form-urlencoded",
     ) -> tuple[int, str]:
-        stamp = str(ts if ts is not None else int(time.time()))
+        stamp = str(ts if ts is not None else int(self.clock.now().timestamp()))
         base = f"v0:{stamp}:".encode() + raw
         signature = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
         headers = {
@@ -297,7 +301,9 @@ class Env:
 
     async def restart(self) -> None:
         await self.quorum.stop()
-        self.quorum = Quorum(self.quorum.settings, self.quorum.policy, self.quorum.tuning)
+        self.quorum = Quorum(
+            self.quorum.settings, self.quorum.policy, self.quorum.tuning, self.quorum.clock
+        )
         await self.quorum.start()
 
     async def open(self, **overrides: Any) -> str:
@@ -324,9 +330,10 @@ async def running_env(
     policy: dict[str, Any] | None = None,
     tuning: Tuning | None = None,
     extra_settings: dict[str, str] | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Env]:
     await upgrade(db_url)
-    pipeline = FakePipeline()
+    pipeline = FakePipeline(clock=clock or SystemClock())
     await pipeline.start()
     async with FakeSlack() as slack:
         slack.set_usergroup("S0SRE", SRE)
@@ -348,6 +355,7 @@ async def running_env(
             or Tuning(
                 backoff_base=timedelta(milliseconds=50), backoff_cap=timedelta(milliseconds=200)
             ),
+            clock,
         )
         await quorum.start()
         env = Env(quorum=quorum, slack=slack, pipeline=pipeline, db_url=db_url)

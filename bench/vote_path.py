@@ -1,0 +1,297 @@
+"""Vote-path benchmark: signed vote clicks at concurrency 50 against a running Quorum (SQLite)
+and, in the same run, against a bolt AsyncApp whose handler only acks.
+
+Prints both throughputs, p50/p99 acknowledgement latency and the ratio (target: ratio >= 0.5,
+p99 <= 50 ms). Each server runs in its own process; the fake Slack Web API in a third; the load
+generator here. Run: `.venv/bin/python bench/vote_path.py [--clicks 5000] [--concurrency 50]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import multiprocessing as mp
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SIGNING_SECRET = "bench-signing-secret-0123456789"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SLACK_TOKEN = "xoxb-fake-token-0000"
+MEMBERS = [f"U{i:06d}" for i in range(6000)]
+APPROVALS = 50  # per request: every click on a fresh (request, user) pair is a durable write
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _policy() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "defaults": {"channel": "C0BENCH"},
+        "teams": {"crowd": {"channel": "C0BENCH", "members": MEMBERS}},
+        "services": {"svc": {"owner": "crowd"}},
+        "environments": {
+            "bench": {
+                "rules": [{"name": "crowd-review", "from": "owner", "approvals": APPROVALS}],
+                "self_approval": True,
+            }
+        },
+    }
+
+
+# --- child processes -------------------------------------------------------------------------
+
+
+def _run_fake_slack(ready: Any) -> None:
+    from tests.fakes.slack_api import FakeSlack
+
+    async def main() -> None:
+        async with FakeSlack(SLACK_TOKEN) as fake:
+            ready.put(fake.base_url)
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
+    import logging
+
+    from aiohttp import web
+
+    from bot.app import build_app
+    from bot.policy import Policy
+    from bot.settings import load_settings
+    from storage.migrate import upgrade
+
+    logging.basicConfig(level=logging.WARNING)
+    url = f"sqlite+aiosqlite:///{db_path}"
+
+    async def main() -> None:
+        await upgrade(url)
+        settings = load_settings({
+            "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack_url,
+            "QUORUM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "DATABASE_URL": url,
+        })
+        app = build_app(settings, Policy.from_mapping(_policy(), "bench.yml"))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.put(f"http://127.0.0.1:{port}")
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _run_ack_only(port: int, slack_url: str, ready: Any) -> None:
+    import logging
+
+    from aiohttp import web
+    from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+    from slack_bolt.async_app import AsyncAck, AsyncApp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    logging.basicConfig(level=logging.WARNING)
+
+    async def main() -> None:
+        bolt = AsyncApp(
+            client=AsyncWebClient(token=SLACK_TOKEN, base_url=slack_url),
+            signing_secret=SIGNING_SECRET,
+            process_before_response=True,
+        )
+
+        @bolt.action("quorum.approve")
+        async def only_ack(ack: AsyncAck) -> None:
+            await ack()
+
+        async def handle(request: web.Request) -> web.Response:
+            return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+        app = web.Application()
+        app.router.add_post("/slack/events", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.put(f"http://127.0.0.1:{port}")
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# --- load generator --------------------------------------------------------------------------
+
+
+def _click_body(user: str, request_id: str) -> bytes:
+    from handlers.action_ids import encode_button_value
+
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user, "name": user, "team_id": "T0BENCH"},
+        "api_app_id": "A0BENCH",
+        "token": "verification_token",
+        "container": {"type": "message", "message_ts": "1.2", "channel_id": "C0BENCH"},
+        "trigger_id": f"trigger-{user}",
+        "team": {"id": "T0BENCH", "domain": "bench"},
+        "channel": {"id": "C0BENCH", "name": "bench"},
+        "actions": [{"action_id": "quorum.approve", "block_id": "quorum.actions",
+                     "value": encode_button_value(request_id), "type": "button",
+                     "action_ts": "1.2"}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def _signed(body: bytes) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    sig = hmac.new(SIGNING_SECRET.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256)
+    return {
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": "v0=" + sig.hexdigest(),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+async def _open_requests(base: str, count: int) -> list[str]:
+    from datetime import UTC, datetime
+
+    from bot.pipelines.signing import StandardWebhookSigner
+
+    signer = StandardWebhookSigner(WEBHOOK_SECRET)
+    ids = []
+    async with aiohttp.ClientSession() as http:
+        for i in range(count):
+            raw = json.dumps({"service": "svc", "environment": "bench", "version": f"v{i}",
+                              "requested_by": {"slack": "U999999"}}).encode()
+            headers = signer.sign(f"msg_bench_{i}", datetime.now(UTC), raw)
+            headers["content-type"] = "application/json"
+            async with http.post(f"{base}/webhooks/generic", data=raw, headers=headers) as resp:
+                data = await resp.json()
+                assert resp.status == 202, data
+                ids.append(data["id"])
+    return ids
+
+
+async def _drive(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], int]:
+    """Send every body with `concurrency` workers; (seconds, latencies in s, non-200 count)."""
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker() -> None:
+            nonlocal errors
+            while not queue.empty():
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                async with http.post(url, data=body, headers=_signed(body)) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, latencies, errors
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _start(
+    procs: list[mp.process.BaseProcess], target: Callable[..., None], *args: Any
+) -> str:
+    """Start `target` in a fresh process; returns the base URL it reports once it listens."""
+    ctx = mp.get_context("spawn")
+    ready = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, ready), daemon=True)
+    proc.start()
+    procs.append(proc)
+    url = str(ready.get(timeout=60))
+    print(f"{target.__name__}: pid {proc.pid} at {url}", file=sys.stderr)
+    return url
+
+
+async def _verify(db_path: str, requests: list[str], expected_votes: int) -> tuple[int, int]:
+    from storage.db import create_engine
+    from storage.uow import SqlDatabase
+
+    database = SqlDatabase(create_engine(f"sqlite+aiosqlite:///{db_path}"))
+    votes = decided = 0
+    async with database.unit_of_work() as uow:
+        for request_id in requests:
+            votes += len(await uow.votes.list_for(request_id))
+            request = await uow.requests.get(request_id)
+            decided += int(request is not None and not request.state.is_open)
+    await database.dispose()
+    return votes, decided
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clicks", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    n_requests = max(1, args.clicks // APPROVALS)
+    clicks = n_requests * APPROVALS
+
+    tmp = tempfile.mkdtemp(prefix="quorum-bench-")
+    db_path = str(Path(tmp) / "bench.db")
+    procs: list[mp.process.BaseProcess] = []
+    try:
+        slack_url = _start(procs, _run_fake_slack)
+        base = _start(procs, _run_quorum, _free_port(), slack_url, db_path)
+        ack_base = _start(procs, _run_ack_only, _free_port(), slack_url)
+        requests = asyncio.run(_open_requests(base, n_requests))
+        # Interleave requests so concurrent clicks hit many requests, as in a busy workspace.
+        bodies = [_click_body(MEMBERS[u], requests[r])
+                  for u in range(APPROVALS) for r in range(n_requests)]
+        warm = [_click_body("U999998", r) for r in requests[:50]]  # refused: not an approver
+        asyncio.run(_drive(f"{base}/slack/events", warm, args.concurrency))
+        asyncio.run(_drive(f"{ack_base}/slack/events", warm, args.concurrency))
+
+        q_secs, q_lat, q_err = asyncio.run(_drive(f"{base}/slack/events", bodies,
+                                                  args.concurrency))
+        a_secs, a_lat, a_err = asyncio.run(
+            _drive(f"{ack_base}/slack/events", bodies, args.concurrency))
+        votes, decided = asyncio.run(_verify(db_path, requests, clicks))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.join(10)
+
+    q_tput, a_tput = clicks / q_secs, clicks / a_secs
+    print(f"clicks: {clicks} on {n_requests} requests, concurrency {args.concurrency}")
+    print(f"quorum (SQLite, durable votes): {q_tput:8.0f} clicks/s  p50 {_pct(q_lat, .5):6.1f} ms"
+          f"  p99 {_pct(q_lat, .99):6.1f} ms  non-200: {q_err}")
+    print(f"bolt ack-only ceiling:          {a_tput:8.0f} clicks/s  p50 {_pct(a_lat, .5):6.1f} ms"
+          f"  p99 {_pct(a_lat, .99):6.1f} ms  non-200: {a_err}")
+    print(f"ratio quorum/ack-only: {q_tput / a_tput:.2f}  (target >= 0.5; p99 target <= 50 ms)")
+    print(f"recorded votes: {votes}/{clicks}, decided requests: {decided}/{n_requests}, "
+          f"mean latency {statistics.fmean(q_lat) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""The GitLab adapter: token checks, Deployment Hook parsing (blocked → request, later statuses →
+updates), approval payloads and delivery through a fake GitLab API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.domain.model import Delivery, RequestState, Rule, VoteKind
+from bot.pipelines.base import Ignored, InboundRequest, InboundUpdate, SignatureError
+from bot.pipelines.gitlab import GitLabAdapter
+from bot.pipelines.hmac_tokens import TokenVerifier
+from tests.fakes.gitlab_api import API_TOKEN, FakeGitLab
+from tests.paths import FIXTURES
+from tests.storage.builders import NOW, a_request, a_vote
+
+TOKEN, OLD_TOKEN = "gitlab-hook-token-new", "gitlab-hook-token-old"
+
+
+def deployment_event(**changes: Any) -> dict[str, Any]:
+    """shared/fixtures/gitlab/deployment_event.json with `changes` applied."""
+    data = json.loads((FIXTURES / "gitlab" / "deployment_event.json").read_text())
+    assert isinstance(data, dict)
+    data.update(changes)
+    return data
+
+
+def hook_headers(token: str = TOKEN, **extra: str) -> dict[str, str]:
+    return {"X-Gitlab-Token": token, "X-Gitlab-Event": "Deployment Hook", **extra}
+
+
+def _adapter(
+    http: aiohttp.ClientSession | None = None,
+    *,
+    url: str | None = "https://gitlab.example.com",
+    token: str | None = API_TOKEN,
+    represented_as: dict[str, str] | None = None,
+) -> GitLabAdapter:
+    def session() -> aiohttp.ClientSession:
+        assert http is not None
+        return http
+
+    return GitLabAdapter(
+        TokenVerifier([TOKEN, OLD_TOKEN], header="X-Gitlab-Token"),
+        session,
+        gitlab_url=url,
+        api_token=token,
+        represented_as=represented_as,
+    )
+
+
+def _raw(data: dict[str, Any]) -> bytes:
+    return json.dumps(data).encode()
+
+
+def test_blocked_deployment_opens_a_request() -> None:
+    body = _raw(deployment_event(status="blocked", environment="production"))
+    inbound = _adapter().parse(body, hook_headers(**{"X-Gitlab-Event-UUID": "uuid-1"}))
+    assert isinstance(inbound, InboundRequest)
+    assert inbound.source == "gitlab"
+    assert inbound.delivery_id == "uuid-1"
+    assert inbound.repository == "root/test-deployment-webhooks"
+    assert inbound.environment == "production"
+    assert inbound.requester.email == "admin@example.com"
+    assert inbound.details.sha == "279484c0"
+    assert inbound.details.title == "Add new file"
+    assert [link.url for link in inbound.details.links] == [
+        "http://10.126.0.2:3000/root/test-deployment-webhooks/-/jobs/796",
+        "http://10.126.0.2:3000/root/test-deployment-webhooks/-/commit/"
+        "279484c09fbe69ededfced8c1bb6e6d24616b468",
+    ]
+    assert inbound.callback == {"gitlab": {"project_id": 30, "deployment_id": 15}}
+    assert inbound.external_ref == "30/15"
+
+
+@pytest.mark.parametrize(
+    "status", ["approved", "rejected", "running", "success", "failed", "canceled"]
+)
+def test_later_statuses_are_updates(status: str) -> None:
+    body = _raw(deployment_event(status=status))
+    update = _adapter().parse(body, hook_headers())
+    assert isinstance(update, InboundUpdate)
+    assert (update.external_ref, update.status, update.actor) == ("30/15", status, "root")
+    assert update.closes
+    assert update.delivery_id.startswith("sha256:")  # no id header: the body identifies it
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Idempotency-Key": "idem-1", "X-Gitlab-Event-UUID": "uuid-1"}, "idem-1"),
+        ({"X-Gitlab-Event-UUID": "uuid-1"}, "uuid-1"),
+    ],
+)
+def test_delivery_id_prefers_the_idempotency_key(headers: dict[str, str], expected: str) -> None:
+    update = _adapter().parse(_raw(deployment_event()), hook_headers(**headers))
+    assert update.delivery_id == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (hook_headers(token="nope"), "X-Gitlab-Token does not match"),
+        ({"X-Gitlab-Event": "Deployment Hook"}, "missing header X-Gitlab-Token"),
+    ],
+)
+def test_bad_tokens_are_refused(headers: dict[str, str], reason: str) -> None:
+    with pytest.raises(SignatureError, match=reason):
+        _adapter().parse(_raw(deployment_event()), headers)
+
+
+def test_the_old_token_still_works_during_rotation() -> None:
+    assert _adapter().parse(_raw(deployment_event()), hook_headers(token=OLD_TOKEN))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"X-Gitlab-Event": "Push Hook"}, {"object_kind": "push"}),
+        ({}, deployment_event(status="created")),
+        ({}, deployment_event(status="skipped")),
+    ],
+)
+def test_events_not_gated_are_ignored_with_204(headers: dict[str, str], body: Any) -> None:
+    with pytest.raises(Ignored) as caught:
+        _adapter().parse(_raw(body), {**hook_headers(), **headers})
+    assert caught.value.status == 204
+
+
+GITLAB_CALLBACK = {"gitlab": {"project_id": 30, "deployment_id": 15}}
+
+
+def test_approval_payload_with_represented_as() -> None:
+    request = a_request(
+        source="gitlab",
+        callback=GITLAB_CALLBACK,
+        state=RequestState.APPROVED,
+        decided_at=NOW,
+        decision_reason="owner-review: U1, U2; security: U3",
+        rules=(Rule("owner-review", "web", 2), Rule("security", "security", 1)),
+    )
+    votes = [a_vote("U1", reason="looks good")]
+    adapter = _adapter(represented_as={"security": "security-team"})
+    payload = adapter.delivery_payload(request, votes)
+    assert payload["project_id"] == 30
+    assert payload["deployment_id"] == 15
+    assert payload["body"]["status"] == "approved"
+    assert payload["body"]["represented_as"] == "security-team"
+    assert "owner-review: U1, U2" in payload["body"]["comment"]
+    assert "U1: looks good" in payload["body"]["comment"]
+    assert "represented_as" not in _adapter().delivery_payload(request, votes)["body"]
+
+
+@pytest.mark.parametrize("state", [RequestState.REJECTED, RequestState.EXPIRED])
+def test_rejection_payload(state: RequestState) -> None:
+    request = a_request(
+        source="gitlab",
+        callback=GITLAB_CALLBACK,
+        state=state,
+        decided_at=NOW,
+        decision_reason="why",
+    )
+    votes = [a_vote("U9", kind=VoteKind.REJECT, reason="broken build")]
+    body = _adapter().delivery_payload(request, votes)["body"]
+    assert body["status"] == "rejected"
+    assert ("U9: broken build" if state is RequestState.REJECTED else "expired") in body["comment"]
+
+
+@pytest.fixture
+async def gitlab() -> AsyncIterator[FakeGitLab]:
+    async with FakeGitLab() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _delivery() -> Delivery:
+    return Delivery(
+        id="dlv-1",
+        request_id="req-1",
+        target="gitlab",
+        payload={
+            "project_id": 30,
+            "deployment_id": 15,
+            "body": {"status": "approved", "comment": "ok"},
+        },
+        created_at=NOW,
+        next_attempt_at=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "ok", "permanent", "detail"),
+    [
+        ((201, {}), True, False, "deployment approved in GitLab"),
+        (
+            (403, {"message": "You don't have permission to approve this deployment"}),
+            False,
+            True,
+            "GitLab HTTP 403: You don't have permission to approve this deployment",
+        ),
+        ((400, {"message": "Deployment is not blocked"}), False, True, "Deployment is not blocked"),
+        ((503, {"message": "maintenance"}), False, False, "GitLab HTTP 503"),
+    ],
+)
+async def test_delivery_outcomes(
+    gitlab: FakeGitLab,
+    http: aiohttp.ClientSession,
+    answer: tuple[int, dict[str, Any]],
+    ok: bool,
+    permanent: bool,
+    detail: str,
+) -> None:
+    gitlab.answers.append(answer)
+    result = await _adapter(http, url=gitlab.base_url).deliver(_delivery())
+    assert (result.ok, result.permanent) == (ok, permanent)
+    assert detail in result.detail
+    [call] = gitlab.recorded
+    assert call.path == "/api/v4/projects/30/deployments/15/approval"
+    assert call.body == {"status": "approved", "comment": "ok"}
+
+
+async def test_a_wrong_api_token_is_permanent(
+    gitlab: FakeGitLab, http: aiohttp.ClientSession
+) -> None:
+    result = await _adapter(http, url=gitlab.base_url, token="wrong").deliver(_delivery())
+    assert (result.ok, result.permanent) == (False, True)
+    assert "401" in result.detail
+
+
+async def test_without_api_settings_delivery_fails_visibly() -> None:
+    result = await _adapter(url=None, token=None).deliver(_delivery())
+    assert (result.ok, result.permanent) == (False, True)
+    assert "GITLAB_URL and GITLAB_TOKEN" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("status", "actor", "reason"),
+    [
+        ("canceled", "root", "the deployment was canceled in GitLab by root"),
+        ("approved", "alice", "approved directly in GitLab by alice; the Slack vote is closed"),
+        ("failed", None, "the deployment failed in GitLab before a decision"),
+        ("running", None, "the deployment started in GitLab without Quorum's decision"),
+    ],
+)
+def test_closing_reasons(status: str, actor: str | None, reason: str) -> None:
+    from bot.services.updates import closing_reason
+
+    update = InboundUpdate(
+        source="gitlab",
+        delivery_id="d",
+        external_ref="30/15",
+        status=status,
+        actor=actor,
+        detail="",
+        closes=True,
+        body_sha256="0" * 64,
+    )
+    assert closing_reason(update) == reason
