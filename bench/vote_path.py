@@ -85,13 +85,15 @@ def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
 
     async def main() -> None:
         await upgrade(url)
-        settings = load_settings({
-            "SLACK_BOT_TOKEN": SLACK_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack_url,
-            "QUORUM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "DATABASE_URL": url,
-        })
+        settings = load_settings(
+            {
+                "SLACK_BOT_TOKEN": SLACK_TOKEN,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": slack_url,
+                "QUORUM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "DATABASE_URL": url,
+            }
+        )
         app = build_app(settings, Policy.from_mapping(_policy(), "bench.yml"))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -124,7 +126,9 @@ def _run_ack_only(port: int, slack_url: str, ready: Any) -> None:
             await ack()
 
         async def handle(request: web.Request) -> web.Response:
-            return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+            return await to_aiohttp_response(
+                await bolt.async_dispatch(await to_bolt_request(request))
+            )
 
         app = web.Application()
         app.router.add_post("/slack/events", handle)
@@ -152,9 +156,15 @@ def _click_body(user: str, request_id: str) -> bytes:
         "trigger_id": f"trigger-{user}",
         "team": {"id": "T0BENCH", "domain": "bench"},
         "channel": {"id": "C0BENCH", "name": "bench"},
-        "actions": [{"action_id": "quorum.approve", "block_id": "quorum.actions",
-                     "value": encode_button_value(request_id), "type": "button",
-                     "action_ts": "1.2"}],
+        "actions": [
+            {
+                "action_id": "quorum.approve",
+                "block_id": "quorum.actions",
+                "value": encode_button_value(request_id),
+                "type": "button",
+                "action_ts": "1.2",
+            }
+        ],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
 
@@ -178,8 +188,14 @@ async def _open_requests(base: str, count: int) -> list[str]:
     ids = []
     async with aiohttp.ClientSession() as http:
         for i in range(count):
-            raw = json.dumps({"service": "svc", "environment": "bench", "version": f"v{i}",
-                              "requested_by": {"slack": "U999999"}}).encode()
+            raw = json.dumps(
+                {
+                    "service": "svc",
+                    "environment": "bench",
+                    "version": f"v{i}",
+                    "requested_by": {"slack": "U999999"},
+                }
+            ).encode()
             headers = signer.sign(f"msg_bench_{i}", datetime.now(UTC), raw)
             headers["content-type"] = "application/json"
             async with http.post(f"{base}/webhooks/generic", data=raw, headers=headers) as resp:
@@ -220,9 +236,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def _start(
-    procs: list[mp.process.BaseProcess], target: Callable[..., None], *args: Any
-) -> str:
+def _start(procs: list[mp.process.BaseProcess], target: Callable[..., None], *args: Any) -> str:
     """Start `target` in a fresh process; returns the base URL it reports once it listens."""
     ctx = mp.get_context("spawn")
     ready = ctx.Queue()
@@ -266,16 +280,19 @@ def main() -> None:
         ack_base = _start(procs, _run_ack_only, _free_port(), slack_url)
         requests = asyncio.run(_open_requests(base, n_requests))
         # Interleave requests so concurrent clicks hit many requests, as in a busy workspace.
-        bodies = [_click_body(MEMBERS[u], requests[r])
-                  for u in range(APPROVALS) for r in range(n_requests)]
+        bodies = [
+            _click_body(MEMBERS[u], requests[r])
+            for u in range(APPROVALS)
+            for r in range(n_requests)
+        ]
         warm = [_click_body("U999998", r) for r in requests[:50]]  # refused: not an approver
         asyncio.run(_drive(f"{base}/slack/events", warm, args.concurrency))
         asyncio.run(_drive(f"{ack_base}/slack/events", warm, args.concurrency))
 
-        q_secs, q_lat, q_err = asyncio.run(_drive(f"{base}/slack/events", bodies,
-                                                  args.concurrency))
+        q_secs, q_lat, q_err = asyncio.run(_drive(f"{base}/slack/events", bodies, args.concurrency))
         a_secs, a_lat, a_err = asyncio.run(
-            _drive(f"{ack_base}/slack/events", bodies, args.concurrency))
+            _drive(f"{ack_base}/slack/events", bodies, args.concurrency)
+        )
         votes, decided = asyncio.run(_verify(db_path, requests, clicks))
     finally:
         for proc in procs:
@@ -284,13 +301,19 @@ def main() -> None:
 
     q_tput, a_tput = clicks / q_secs, clicks / a_secs
     print(f"clicks: {clicks} on {n_requests} requests, concurrency {args.concurrency}")
-    print(f"quorum (SQLite, durable votes): {q_tput:8.0f} clicks/s  p50 {_pct(q_lat, .5):6.1f} ms"
-          f"  p99 {_pct(q_lat, .99):6.1f} ms  non-200: {q_err}")
-    print(f"bolt ack-only ceiling:          {a_tput:8.0f} clicks/s  p50 {_pct(a_lat, .5):6.1f} ms"
-          f"  p99 {_pct(a_lat, .99):6.1f} ms  non-200: {a_err}")
+    print(
+        f"quorum (SQLite, durable votes): {q_tput:8.0f} clicks/s  p50 {_pct(q_lat, 0.5):6.1f} ms"
+        f"  p99 {_pct(q_lat, 0.99):6.1f} ms  non-200: {q_err}"
+    )
+    print(
+        f"bolt ack-only ceiling:          {a_tput:8.0f} clicks/s  p50 {_pct(a_lat, 0.5):6.1f} ms"
+        f"  p99 {_pct(a_lat, 0.99):6.1f} ms  non-200: {a_err}"
+    )
     print(f"ratio quorum/ack-only: {q_tput / a_tput:.2f}  (target >= 0.5; p99 target <= 50 ms)")
-    print(f"recorded votes: {votes}/{clicks}, decided requests: {decided}/{n_requests}, "
-          f"mean latency {statistics.fmean(q_lat) * 1000:.1f} ms")
+    print(
+        f"recorded votes: {votes}/{clicks}, decided requests: {decided}/{n_requests}, "
+        f"mean latency {statistics.fmean(q_lat) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":
