@@ -20,10 +20,11 @@ from typing import cast
 
 from bot.clock import FixedClock
 from bot.domain.model import ApprovalRequest, RejectMode, RequestDetails, Requester, Risk, Rule
+from bot.domain.sla import StepKind, next_step
 from bot.policy import Policy, load_policy
 from bot.ports import Announcer
 from bot.services.deps import Deps
-from bot.services.timers import TimersJob, rearm, start_sla
+from bot.services.timers import TimersJob, rearm, sla_spec, start_sla
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlDatabase
@@ -56,7 +57,26 @@ def _request(i: int, policy: Policy) -> ApprovalRequest:
         callback={"url": "https://ci.example.com/hook"},
     )
     start_sla(policy, request, opened)
+    _settle(policy, request)
     return request
+
+
+def _settle(policy: Policy, request: ApprovalRequest) -> None:
+    """Fire the steps due by NOW, as a running Quorum would have (the stored timers are right)."""
+    spec = sla_spec(policy, request)
+    while True:
+        step = next_step(
+            spec, request.sla_started_at, request.reminders_sent, request.escalation_level, NOW
+        )
+        if step is None or step.due_at > NOW:
+            request.next_due_at = step.due_at if step is not None else None
+            return
+        if step.kind is StepKind.REMIND:
+            request.reminders_sent = step.reminder
+        elif step.kind is StepKind.ESCALATE:
+            request.escalation_level = step.level
+        else:
+            raise AssertionError("seeded requests are younger than expire_after")
 
 
 async def _seed(database: SqlDatabase, policy: Policy, n: int) -> None:

@@ -37,7 +37,7 @@ async def deliver_due(deps: Deps) -> int:
                 result = DeliveryResult(ok=False, detail=f"internal error: {type(exc).__name__}")
         await _record(deps, delivery, result)
     if claimed:
-        deps.wake("cards")
+        deps.wake("announce")
     return len(claimed)
 
 

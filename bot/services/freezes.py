@@ -408,7 +408,7 @@ async def sync_frozen_requests(deps: Deps) -> int:
             await uow.commit()
         changed += 1
     if changed:
-        deps.wake("cards")
+        deps.wake("announce")
         deps.wake("announce")
     return changed
 

@@ -97,7 +97,7 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         request.environment,
         request.channel,
     )
-    deps.wake("cards")
+    deps.wake("announce")
     return Opened(request_id=request.id, state=request.state.value, created=True)
 
 

@@ -35,7 +35,8 @@ class MessageSender:
         self._deps = deps
         self._chat = chat
         self._spacing = spacing
-        self._next_free: dict[str, datetime] = {}
+        self._next_free: dict[str, datetime] = {}  # the next slot not yet handed out
+        self._last_sent: dict[str, datetime] = {}  # when the channel last got a message
         self._slots: dict[str, datetime] = {}  # message id -> the slot it was put back for
         self._limit = asyncio.Semaphore(_CONCURRENCY)
 
@@ -72,14 +73,23 @@ class MessageSender:
         return sum(sent)
 
     def _slot_for(self, message: OutgoingMessage, now: datetime) -> datetime:
+        """When `message` may go: now, or a later slot it is put back for. Two rules: a channel
+        gets a message at most every `spacing` (what Slack enforces), and new messages queue
+        behind the slots already handed out, so a storm spreads evenly over time."""
+        channel = message.channel
+        last = self._last_sent.get(channel)
+        ready = now if last is None else max(now, last + self._spacing)
         held = self._slots.get(message.id)
-        if held is not None and held <= now:
-            return now  # it was put back for this slot, which has come
-        start = max(now, self._next_free.get(message.channel, now))
-        self._next_free[message.channel] = start + self._spacing
-        if start > now:
-            self._slots[message.id] = start
-        return start
+        if held is not None:
+            slot = max(held, ready)
+        else:
+            slot = max(ready, self._next_free.get(channel, now))
+            self._next_free[channel] = slot + self._spacing
+        if slot <= now:
+            self._last_sent[channel] = now  # reserved: later messages this sweep wait
+            return now
+        self._slots[message.id] = slot
+        return slot
 
     def _forget_old(self, now: datetime) -> None:
         horizon = now - _FORGET_SLOTS_AFTER
@@ -118,6 +128,8 @@ class MessageSender:
                 self._next_free.get(message.channel, now), message.not_before + self._spacing
             )
             self._slots[message.id] = message.not_before
+            # Nothing else goes to this channel before then either.
+            self._last_sent[message.channel] = message.not_before - self._spacing
             log.info("Slack rate-limited %s; retrying after %s", message.channel, wait)
         except Exception as exc:  # a Slack error or a transport failure: retried with backoff
             now = deps.clock.now()

@@ -444,7 +444,10 @@ async def rearm(deps: Deps) -> Rearmed:
     for request in open_requests:
         step = _plan(deps.policy, request, now)
         due = step.due_at if step is not None else None
-        if due != request.next_due_at:
+        stored = request.next_due_at
+        # Overdue either way is the same to the sweep (it recomputes the step when it fires).
+        overdue = due is not None and stored is not None and due <= now and stored <= now
+        if due != stored and not overdue:
             moved.append((request, due))
         if due is not None and (earliest is None or due < earliest):
             earliest = due

@@ -73,7 +73,7 @@ async def apply_update(deps: Deps, update: InboundUpdate) -> Applied:
                 raise
             continue
         if applied.request_id is not None and not applied.replay:
-            deps.wake("cards")
+            deps.wake("announce")
         return applied
     raise AssertionError("unreachable")
 

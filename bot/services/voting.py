@@ -232,7 +232,7 @@ class Voting:
         for rid, state in states.items():
             self._snapshots[rid] = _Snapshot(request=state.request, votes=list(state.votes))
         if changed:
-            deps.wake("cards")
+            deps.wake("announce")
             if any(r.decided for r in results):
                 deps.wake("deliveries")
         return results
