@@ -164,6 +164,8 @@ def resolve_voter(
     delegators = active_delegators(
         delegations, delegate=actor, environment=request.environment, now=now
     )
+    if not delegators:
+        return actor  # the common case: nobody delegated to the actor, no checks to run
     for candidate in (actor, *delegators):
         refusal = check_vote(
             request,

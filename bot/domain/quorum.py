@@ -187,7 +187,13 @@ def would_help(
     approvers = _approvers_in_order(_in_cast_order(votes))
     if voter in approvers:
         return False
-    before = filled_slots(assign(rules, eligible, approvers))
+    mine = [i for i, rule in enumerate(rules) if voter in eligible.get(rule.team, frozenset())]
+    if not mine:
+        return False
+    current = assign(rules, eligible, approvers)
+    if any(not current[i].met for i in mine):
+        return True  # a free slot on one of the voter's rules: no re-assignment needed
+    before = filled_slots(current)
     after = filled_slots(assign(rules, eligible, [*approvers, voter]))
     return after > before
 

@@ -28,7 +28,7 @@ from bot.domain.freezes import (
     upcoming,
     window_of,
 )
-from bot.domain.model import ApprovalRequest, Freeze, OutgoingMessage, VoteKind
+from bot.domain.model import ApprovalRequest, Freeze, OutgoingMessage
 from bot.domain.when import TimeSpec, describe, resolve
 from bot.policy import Policy
 from bot.ports import UnitOfWork
@@ -157,15 +157,14 @@ def frozen_reason(state: FreezeState, zone: ZoneInfo, now: datetime) -> str | No
     return f"{primary.reason} (frozen {_by(primary)} {until_text(state, zone, now)})"
 
 
-async def frozen_reason_for(
-    deps: Deps, uow: UnitOfWork, request: ApprovalRequest, now: datetime, kind: VoteKind
+def frozen_reason_in(
+    policy: Policy, request: ApprovalRequest, windows: Sequence[FreezeWindow], now: datetime
 ) -> str | None:
-    """For the vote writer: why an approval of `request` is paused now (None: it is not).
-    Rejections are never paused, so they cost no query."""
-    if kind is not VoteKind.APPROVE or request.break_glass or not request.state.is_open:
+    """For the vote writer: why an approval of `request` is paused now (None: it is not), given
+    the freeze windows it read once for its batch (`windows_at`)."""
+    if request.break_glass or not request.state.is_open:
         return None
-    windows = await windows_at(uow, deps.policy, now)
-    return frozen_reason(state_of(request, windows, now), policy_zone(deps.policy), now)
+    return frozen_reason(state_of(request, windows, now), policy_zone(policy), now)
 
 
 async def card_note(deps: Deps, request: ApprovalRequest) -> str | None:

@@ -132,12 +132,18 @@ async def on_vote(
     votes: Sequence[Vote],
     eligible: Mapping[str, frozenset[str]],
     now: datetime,
+    *,
+    after: Tally | None = None,
 ) -> bool:
-    """After a vote (the last of `votes`): report when it completed a rule of a pending request."""
+    """After a vote (the last of `votes`): report when it completed a rule of a pending request.
+    `after` is the tally including that vote, when the caller already has it."""
     if not request.state.is_open or not votes:
         return False
+    if after is None:
+        after = tally(request.rules, eligible, votes, request.reject_mode)
+    if not any(p.met for p in after.rules):
+        return False  # nothing can have just completed (the common case: no second tally)
     before = tally(request.rules, eligible, votes[:-1], request.reject_mode)
-    after = tally(request.rules, eligible, votes, request.reject_mode)
     completed = [
         now_.rule.name
         for was, now_ in zip(before.rules, after.rules, strict=True)

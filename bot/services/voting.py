@@ -23,13 +23,14 @@ from datetime import datetime, timedelta
 from bot.domain import events
 from bot.domain.decisions import apply_outcome
 from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter, rule_for
+from bot.domain.freezes import FreezeWindow
 from bot.domain.model import ApprovalRequest, Delegation, Vote, VoteKind
 from bot.domain.quorum import tally
 from bot.ports import UnitOfWork
 from bot.services import progress
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
-from bot.services.freezes import frozen_reason_for
+from bot.services.freezes import frozen_reason_in, windows_at
 from bot.services.teams import request_team_members
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class Voting:
         require_reason: bool,
     ) -> Refusal | None:
         delegations = await self._active_delegations()
-        refusal = _check(
+        _, refusal = _check(
             snapshot.request,
             snapshot.votes,
             eligible,
@@ -210,6 +211,9 @@ class Voting:
             now = deps.clock.now()
             delegations = await uow.delegations.list_active(now)
             states = await _load_locked(uow, [p.command.request_id for p in batch])
+            # Freeze windows once per batch (rejections are never paused, so none needed then).
+            approving = any(p.command.kind is VoteKind.APPROVE for p in batch)
+            windows = await windows_at(uow, deps.policy, now) if approving else []
             changed: set[str] = set()
             results: list[VoteResult] = []
             new_votes: list[Vote] = []
@@ -219,7 +223,7 @@ class Voting:
                 if state is None:
                     results.append(VoteResult(request=None, refusal=_not_found(rid)))
                     continue
-                result = await _record(deps, uow, state, pending, delegations, now)
+                result = await _record(deps, uow, state, pending, delegations, windows, now)
                 if result.vote is not None:
                     changed.add(rid)
                     new_votes.append(result.vote)
@@ -248,7 +252,8 @@ def _check(
     *,
     require_reason: bool,
     frozen_reason: str | None = None,
-) -> Refusal | None:
+) -> tuple[str, Refusal | None]:
+    """Whose vote the click counts as, and why it may not be recorded (None: it may)."""
     voter = resolve_voter(
         request,
         votes,
@@ -261,7 +266,7 @@ def _check(
         require_reason=require_reason,
         frozen_reason=frozen_reason,
     )
-    return check_vote(
+    refusal = check_vote(
         request,
         votes,
         eligible,
@@ -273,6 +278,7 @@ def _check(
         require_reason=require_reason,
         frozen_reason=frozen_reason,
     )
+    return voter, refusal
 
 
 async def _load_locked(uow: UnitOfWork, request_ids: Sequence[str]) -> dict[str, _Snapshot]:
@@ -288,12 +294,17 @@ async def _record(
     state: _Snapshot,
     pending: _Pending,
     delegations: Sequence[Delegation],
+    windows: Sequence[FreezeWindow],
     now: datetime,
 ) -> VoteResult:
     command, eligible, request = pending.command, pending.eligible, state.request
     # Freezes are checked here, on fresh state, never from the snapshot cache.
-    frozen = await frozen_reason_for(deps, uow, request, now, command.kind)
-    refusal = _check(
+    frozen = (
+        frozen_reason_in(deps.policy, request, windows, now)
+        if command.kind is VoteKind.APPROVE
+        else None
+    )
+    voter, refusal = _check(
         request,
         state.votes,
         eligible,
@@ -305,16 +316,6 @@ async def _record(
     )
     if refusal is not None:
         return VoteResult(request=request, refusal=refusal)
-    voter = resolve_voter(
-        request,
-        state.votes,
-        eligible,
-        delegations,
-        actor=command.actor,
-        kind=command.kind,
-        now=now,
-        reason=command.reason,
-    )
     vote = Vote(
         request_id=request.id,
         voter=voter,
@@ -332,5 +333,5 @@ async def _record(
     decided = apply_outcome(request, outcome, now)
     if decided:
         await record_decision(deps, uow, request, state.votes, outcome, now)
-    await progress.on_vote(deps, uow, request, state.votes, eligible, now)  # pipeline status report
+    await progress.on_vote(deps, uow, request, state.votes, eligible, now, after=outcome)
     return VoteResult(request=request, vote=vote, decided=decided)
