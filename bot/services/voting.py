@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from bot.domain import events
 from bot.domain.decisions import apply_outcome
-from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter, rule_for
+from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter
 from bot.domain.freezes import FreezeWindow
 from bot.domain.model import ApprovalRequest, Delegation, Vote, VoteKind
 from bot.domain.quorum import tally
@@ -210,7 +210,9 @@ class Voting:
         async with deps.database.unit_of_work() as uow:
             now = deps.clock.now()
             delegations = await uow.delegations.list_active(now)
-            states = await _load_locked(uow, [p.command.request_id for p in batch])
+            states = await _load_locked(
+                uow, [p.command.request_id for p in batch], self._snapshots
+            )
             # Freeze windows once per batch (rejections are never paused, so none needed then).
             approving = any(p.command.kind is VoteKind.APPROVE for p in batch)
             windows = await windows_at(uow, deps.policy, now) if approving else []
@@ -281,11 +283,24 @@ def _check(
     return voter, refusal
 
 
-async def _load_locked(uow: UnitOfWork, request_ids: Sequence[str]) -> dict[str, _Snapshot]:
-    """The batch's requests, locked, with their votes: two statements for the whole batch."""
+async def _load_locked(
+    uow: UnitOfWork, request_ids: Sequence[str], cached: Mapping[str, _Snapshot]
+) -> dict[str, _Snapshot]:
+    """The batch's requests, locked, with their votes. Every write to a request bumps its
+    revision, so a cached snapshot at the locked revision has exactly the stored votes; only the
+    others are read (one statement for all of them)."""
     requests = await uow.requests.get_many_for_update(request_ids)
-    votes = await uow.votes.list_for_many(list(requests))
-    return {rid: _Snapshot(request=r, votes=list(votes[rid])) for rid, r in requests.items()}
+    fresh = {
+        rid: cached[rid].votes
+        for rid, request in requests.items()
+        if rid in cached and cached[rid].request.revision == request.revision
+    }
+    stale = [rid for rid in requests if rid not in fresh]
+    loaded = await uow.votes.list_for_many(stale) if stale else {}
+    return {
+        rid: _Snapshot(request=request, votes=list(fresh.get(rid) or loaded.get(rid, ())))
+        for rid, request in requests.items()
+    }
 
 
 async def _record(
@@ -323,13 +338,13 @@ async def _record(
         cast_at=now,
         reason=(command.reason or "").strip() or None,
         actor=command.actor if command.actor != voter else None,
-        rule=rule_for(request, state.votes, eligible, voter)
-        if command.kind is VoteKind.APPROVE
-        else None,
     )
+    outcome = tally(request.rules, eligible, [*state.votes, vote], request.reject_mode)
+    if vote.kind is VoteKind.APPROVE:  # record the rule the approval was assigned to
+        rule = next((p.rule.name for p in outcome.rules if voter in p.approvers), None)
+        vote = replace(vote, rule=rule)
     await uow.events.append(events.vote_recorded(vote))
     state.votes.append(vote)
-    outcome = tally(request.rules, eligible, state.votes, request.reject_mode)
     decided = apply_outcome(request, outcome, now)
     if decided:
         await record_decision(deps, uow, request, state.votes, outcome, now)
