@@ -83,11 +83,14 @@ def assign(
     order: dict[str, int] = {}
     for user in approvers:
         order.setdefault(user, len(order))
+    teams = [eligible.get(rule.team, frozenset()) for rule in rules]
+    if len(rules) == 1:  # the common case needs no matching: the earliest eligible approvers
+        taken = tuple(user for user in order if user in teams[0])[: max(rules[0].approvals, 0)]
+        return (RuleProgress(rule=rules[0], approvers=taken),)
     holders: list[list[str]] = [[] for _ in rules]
     capacity = [max(rule.approvals, 0) for rule in rules]
     candidates: dict[str, list[int]] = {
-        user: [i for i, rule in enumerate(rules) if user in eligible.get(rule.team, frozenset())]
-        for user in order
+        user: [i for i, team in enumerate(teams) if user in team] for user in order
     }
 
     def place(user: str, visited: set[int]) -> bool:

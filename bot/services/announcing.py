@@ -61,9 +61,16 @@ async def sync_cards(deps: Deps) -> int:
     async with deps.database.unit_of_work(read_only=True) as uow:
         stale = await uow.requests.list_card_out_of_date(deps.tuning.batch_size)
     done = 0
+    throttle = deps.pacing.cards
     for request in stale:
+        # New cards and decided requests go out at once; a pending card under a burst of votes
+        # is updated at most once a second (it stays out of date, so a later sweep takes it).
+        urgent = request.message_ts is None or not request.state.is_open
+        if not throttle.due(request.id, urgent=urgent):
+            continue
         try:
             await _sync_card(deps, request)
+            throttle.updated(request.id)
             done += 1
         except Exception:
             log.exception(
@@ -108,6 +115,8 @@ async def announce_votes(deps: Deps) -> int:
         request = requests.get(vote.request_id)
         if request is None or request.message_ts is None:
             continue  # the card is not posted yet: the reply waits for it
+        if not deps.pacing.replies.take(request.channel):
+            continue  # about one message a second per channel; the reply stays due
         try:
             await _announce_vote(deps, request, vote)
             done += 1

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from bot.policy import Policy
 from bot.ports import Announcer, Clock, Database, Directory, PipelineNotifier
+from bot.services.pacing import SlackPacing
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,5 +32,6 @@ class Deps:
     public_url: str
     tuning: Tuning = field(default_factory=Tuning)
     jitter: Callable[[], float] = random.random
-    # Nudges a background job ("cards", "deliveries") to run now instead of at its next sweep.
+    # Nudges a background job ("announce", "deliveries", …) to run now, not at its next sweep.
     wake: Callable[[str], None] = lambda _job: None
+    pacing: SlackPacing = field(default_factory=SlackPacing)
