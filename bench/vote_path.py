@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import multiprocessing as mp
+import os
 import socket
 import statistics
 import sys
@@ -244,7 +245,6 @@ def _start(procs: list[mp.process.BaseProcess], target: Callable[..., None], *ar
     proc.start()
     procs.append(proc)
     url = str(ready.get(timeout=60))
-    print(f"{target.__name__}: pid {proc.pid} at {url}", file=sys.stderr)
     return url
 
 
@@ -263,15 +263,34 @@ async def _verify(db_path: str, requests: list[str], expected_votes: int) -> tup
     return votes, decided
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a child process so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+PIDS: dict[str, int | None] = {}
+
+
 def _round(base: str, ack_base: str, n_requests: int, concurrency: int, tag: int) -> dict[str, Any]:
     requests = asyncio.run(_open_requests(base, n_requests, tag))
     # Interleave requests so concurrent clicks hit many requests, as in a busy workspace.
     bodies = [
         _click_body(MEMBERS[u], requests[r]) for u in range(APPROVALS) for r in range(n_requests)
     ]
+    q_cpu = _cpu_seconds(PIDS["quorum"]), _cpu_seconds(PIDS["slack"])
     q_secs, q_lat, q_err = asyncio.run(_drive(f"{base}/slack/events", bodies, concurrency))
+    q_cpu = _cpu_seconds(PIDS["quorum"]) - q_cpu[0], _cpu_seconds(PIDS["slack"]) - q_cpu[1]
+    a_cpu = _cpu_seconds(PIDS["ack"])
     a_secs, a_lat, a_err = asyncio.run(_drive(f"{ack_base}/slack/events", bodies, concurrency))
+    a_cpu = _cpu_seconds(PIDS["ack"]) - a_cpu
     return {
+        "q_cpu_ms": q_cpu[0] * 1000 / len(bodies),
+        "slack_cpu_ms": q_cpu[1] * 1000 / len(bodies),
+        "a_cpu_ms": a_cpu * 1000 / len(bodies),
         "requests": requests,
         "q_tput": len(bodies) / q_secs,
         "a_tput": len(bodies) / a_secs,
@@ -298,6 +317,7 @@ def main() -> None:
         slack_url = _start(procs, _run_fake_slack)
         base = _start(procs, _run_quorum, _free_port(), slack_url, db_path)
         ack_base = _start(procs, _run_ack_only, _free_port(), slack_url)
+        PIDS.update(slack=procs[0].pid, quorum=procs[1].pid, ack=procs[2].pid)
         warm = [_click_body("U999998", "req_warmup") for _ in range(200)]  # refused: unknown
         asyncio.run(_drive(f"{base}/slack/events", warm, args.concurrency))
         asyncio.run(_drive(f"{ack_base}/slack/events", warm, args.concurrency))
@@ -319,6 +339,8 @@ def main() -> None:
             f"  round {i}: quorum {one['q_tput']:6.0f}/s p99 {_pct(one['q_lat'], 0.99):6.1f} ms"
             f" | ack-only {one['a_tput']:6.0f}/s p99 {_pct(one['a_lat'], 0.99):6.1f} ms"
             f" | ratio {one['q_tput'] / one['a_tput']:.2f}"
+            f" | CPU per click: quorum {one['q_cpu_ms']:.2f} ms (+ fake Slack"
+            f" {one['slack_cpu_ms']:.2f} ms), ack-only {one['a_cpu_ms']:.2f} ms"
         )
     middle = sorted(rounds, key=lambda r: r["q_tput"] / r["a_tput"])[len(rounds) // 2]
     q_lat, a_lat = middle["q_lat"], middle["a_lat"]

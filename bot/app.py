@@ -155,7 +155,8 @@ def build_app(
             bolt, deps=deps, voting=voting, chat=chat, background=runtime.background
         )
         await voting.start()
-        scheduler.every("announce", every.announce, lambda: announce(deps))
+        # Woken after every vote batch; one sweep per 200 ms serves a burst of votes.
+        scheduler.every("announce", every.announce, lambda: announce(deps), min_gap=0.2)
         scheduler.every("deliveries", every.deliveries, lambda: deliver_due(deps))
         scheduler.every(FREEZE_JOB, 10.0, lambda: sync_frozen_requests(deps))
         scheduler.every(REVIEW_JOB, 300.0, lambda: remind_reviews(deps))

@@ -48,14 +48,21 @@ class RequestRepository(Protocol):
         """Like `get`, but locks the row until the unit of work ends (SELECT … FOR UPDATE)."""
         ...
 
+    async def get_many(self, request_ids: Sequence[str]) -> Mapping[str, ApprovalRequest]:
+        """Several requests at once (missing ids are left out)."""
+        ...
+
     async def get_many_for_update(
         self, request_ids: Sequence[str]
     ) -> Mapping[str, ApprovalRequest]:
         """`get_for_update` for several requests at once (missing ids are left out)."""
         ...
 
-    async def save_many(self, requests: Sequence[ApprovalRequest]) -> None:
-        """`save` for several requests read and locked in this unit of work."""
+    async def save_many(
+        self, requests: Sequence[ApprovalRequest], *, only: Sequence[str] | None = None
+    ) -> None:
+        """`save` for several requests read and locked in this unit of work; `only` limits
+        the write to the named fields (the revision is always bumped)."""
         ...
 
     async def save(self, request: ApprovalRequest) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -20,9 +22,12 @@ Sweep = Callable[[], Awaitable[object]]
 
 
 class _Job:
-    def __init__(self, name: str, sweep: Sweep) -> None:
+    def __init__(self, name: str, sweep: Sweep, min_gap: float = 0.0) -> None:
         self.name = name
         self._sweep = sweep
+        self.min_gap = min_gap  # seconds between wake-ups (a burst of wakes becomes one run)
+        self.last_wake = -math.inf
+        self.trailing = False
         self._running = False
         self._again = False
         self._idle = asyncio.Event()
@@ -56,8 +61,10 @@ class Scheduler:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._jobs: dict[str, _Job] = {}
 
-    def every(self, name: str, seconds: float, sweep: Sweep) -> None:
-        job = _Job(name, sweep)
+    def every(self, name: str, seconds: float, sweep: Sweep, *, min_gap: float = 0.0) -> None:
+        """Run `sweep` every `seconds`; `wake(name)` runs it sooner, at most once per `min_gap`
+        seconds (wakes in between are folded into one trailing run)."""
+        job = _Job(name, sweep, min_gap)
         self._jobs[name] = job
         self._scheduler.add_job(
             job.run,
@@ -71,8 +78,31 @@ class Scheduler:
         )
 
     def wake(self, name: str) -> None:
-        if name in self._jobs and self._scheduler.running:
+        job = self._jobs.get(name)
+        if job is None or not self._scheduler.running:
+            return
+        since = time.monotonic() - job.last_wake
+        if since >= job.min_gap:
+            job.last_wake = time.monotonic()
             self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+        elif not job.trailing:
+            job.trailing = True
+            self._scheduler.add_job(
+                self._trailing_run,
+                "date",
+                args=[job],
+                run_date=datetime.now(UTC) + timedelta(seconds=job.min_gap - since),
+                id=f"{name}:trailing",
+                replace_existing=True,
+                max_instances=2,  # job.run folds an overlapping run into "run again"
+                misfire_grace_time=None,
+            )
+
+    @staticmethod
+    async def _trailing_run(job: _Job) -> None:
+        job.trailing = False
+        job.last_wake = time.monotonic()
+        await job.run()
 
     def wake_in(self, name: str, delay: timedelta) -> None:
         """Run job `name` once after `delay` (a one-off wake-up for a known deadline; a newer

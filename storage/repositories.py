@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -303,6 +304,17 @@ class SqlRequestRepository:
         )
         return None if row is None else _request_from_row(row)
 
+    async def get_many(self, request_ids: Sequence[str]) -> Mapping[str, ApprovalRequest]:
+        """Several requests in one statement; missing ids are left out."""
+        if not request_ids:
+            return {}
+        rows = await self._session.scalars(
+            select(RequestRow)
+            .where(RequestRow.id.in_(sorted(set(request_ids))))
+            .execution_options(populate_existing=True)
+        )
+        return {row.id: _request_from_row(row) for row in rows}
+
     async def get_many_for_update(
         self, request_ids: Sequence[str]
     ) -> Mapping[str, ApprovalRequest]:
@@ -319,17 +331,27 @@ class SqlRequestRepository:
         )
         return {row.id: _request_from_row(row) for row in rows}
 
-    async def save_many(self, requests: Sequence[ApprovalRequest]) -> None:
+    async def save_many(
+        self, requests: Sequence[ApprovalRequest], *, only: Sequence[str] | None = None
+    ) -> None:
         """`save` for several requests read in this unit of work, in one executemany. Each row
         must still be at the revision that was read; the caller holds their locks (see
-        `get_many_for_update`), so a mismatch is a bug and raises ConcurrencyError."""
+        `get_many_for_update`), so a mismatch is a bug and raises ConcurrencyError. `only`
+        names the fields that changed (the vote writer changes only the decision fields), so
+        the others are not serialised and rewritten."""
         if not requests:
             return
         params = []
         for request in requests:
-            values = _request_values(request)
-            for name in _CARD_FIELDS:
-                del values[name]
+            if only is None:
+                values = _request_values(request)
+                for name in _CARD_FIELDS:
+                    del values[name]
+            else:  # plain columns only: enums by value, nothing to serialise
+                values = {"id": request.id}
+                for name in only:
+                    value = getattr(request, name)
+                    values[name] = value.value if isinstance(value, Enum) else value
             values["b_id"] = values.pop("id")
             values["b_revision"] = request.revision
             values["revision"] = request.revision + 1

@@ -106,10 +106,7 @@ async def announce_votes(deps: Deps) -> int:
     """Post a thread reply under the card for each recorded vote not yet announced."""
     async with deps.database.unit_of_work(read_only=True) as uow:
         votes = list(await uow.votes.list_unannounced(deps.tuning.batch_size))
-        requests: dict[str, ApprovalRequest | None] = {}
-        for vote in votes:
-            if vote.request_id not in requests:
-                requests[vote.request_id] = await uow.requests.get(vote.request_id)
+        requests = await uow.requests.get_many(list({vote.request_id for vote in votes}))
     done = 0
     for vote in votes:
         request = requests.get(vote.request_id)

@@ -36,6 +36,8 @@ from bot.services.teams import request_team_members
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
+# What recording votes changes on a request (the revision is bumped by every save).
+_VOTE_CHANGES = ("state", "decided_at", "decision_reason")
 _DELEGATIONS_TTL = timedelta(seconds=5)
 
 
@@ -233,7 +235,9 @@ class Voting:
             # One INSERT for the whole batch: the requests are locked and every vote was checked
             # against their fresh votes above, so no duplicate can reach it.
             await uow.votes.add_many(new_votes)
-            await uow.requests.save_many([states[rid].request for rid in sorted(changed)])
+            await uow.requests.save_many(
+                [states[rid].request for rid in sorted(changed)], only=_VOTE_CHANGES
+            )
             await uow.commit()
         for rid, state in states.items():
             self._snapshots[rid] = _Snapshot(request=state.request, votes=list(state.votes))
