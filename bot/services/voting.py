@@ -212,9 +212,7 @@ class Voting:
         async with deps.database.unit_of_work() as uow:
             now = deps.clock.now()
             delegations = await uow.delegations.list_active(now)
-            states = await _load_locked(
-                uow, [p.command.request_id for p in batch], self._snapshots
-            )
+            states = await _load_locked(uow, [p.command.request_id for p in batch], self._snapshots)
             # Freeze windows once per batch (rejections are never paused, so none needed then).
             approving = any(p.command.kind is VoteKind.APPROVE for p in batch)
             windows = await windows_at(uow, deps.policy, now) if approving else []
