@@ -329,6 +329,7 @@ class CardStatus:
     warnings: tuple[str, ...] = ()
     frozen_note: str | None = None
     next_timer: str | None = None
+    offer_break_glass: bool = False  # the policy allows break-glass and it was not used yet
 
 
 class Announcer(Protocol):

@@ -26,6 +26,7 @@ class SlackAnnouncer:
             warnings=status.warnings,
             frozen_note=status.frozen_note,
             next_timer=status.next_timer,
+            offer_break_glass=status.offer_break_glass,
             now=self._clock.now(),
         )
         if request.message_ts is None:

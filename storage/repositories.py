@@ -157,6 +157,7 @@ def _is_unique_violation(exc: IntegrityError) -> bool:
 def _rules_to_json(rules: Sequence[Rule]) -> list[dict[str, Any]]:
     return [
         {"name": r.name, "team": r.team, "approvals": r.approvals, "origin": r.origin}
+        | ({"excluded": list(r.excluded)} if r.excluded else {})
         for r in rules
     ]
 
@@ -168,6 +169,7 @@ def _rules_from_json(value: list[Any]) -> tuple[Rule, ...]:
             team=r["team"],
             approvals=int(r["approvals"]),
             origin=r.get("origin", "environment"),
+            excluded=tuple(r.get("excluded", ())),
         )
         for r in value
     )

@@ -258,6 +258,12 @@ def _rule_list(request: ApprovalRequest) -> str:
 
 
 def _not_eligible_message(request: ApprovalRequest, voter: str, on_behalf: bool) -> str:
+    barred = [rule.name for rule in request.rules if voter in rule.excluded]
+    if barred and not on_behalf:
+        return (
+            f"You are not an approver for {_target(request)}: you broke glass on it, so "
+            f"{', '.join(barred)} must come from someone else."
+        )
     who = f"<@{voter}>, on whose behalf you are voting, is" if on_behalf else "You are"
     return f"{who} not an approver for {_target(request)}. Eligible: {_rule_list(request)}."
 

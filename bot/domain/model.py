@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+_NOBODY: frozenset[str] = frozenset()
+
 
 class Risk(StrEnum):
     LOW = "low"
@@ -64,6 +66,13 @@ class Rule:
     team: str
     approvals: int
     origin: str = "environment"  # environment | risk:<tier> | break-glass | escalation
+    # People who may not fill this rule although they are in its team (whoever broke glass may
+    # not also give the second approval that break-glass demands).
+    excluded: tuple[str, ...] = ()
+
+    def admits(self, user: str, eligible: Mapping[str, frozenset[str]]) -> bool:
+        """Whether `user` may fill this rule, given each team's members."""
+        return user in eligible.get(self.team, _NOBODY) and user not in self.excluded
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,12 +52,12 @@ def eligible_rules(
     rules: Sequence[Rule], eligible: Mapping[str, frozenset[str]], user: str
 ) -> tuple[Rule, ...]:
     """The rules `user` may approve for (via membership of the rule's team), in rule order."""
-    return tuple(rule for rule in rules if user in eligible.get(rule.team, frozenset()))
+    return tuple(rule for rule in rules if rule.admits(user, eligible))
 
 
 def is_eligible(rules: Sequence[Rule], eligible: Mapping[str, frozenset[str]], user: str) -> bool:
     """Whether `user` belongs to the team of at least one of the rules."""
-    return any(user in eligible.get(rule.team, frozenset()) for rule in rules)
+    return any(rule.admits(user, eligible) for rule in rules)
 
 
 def filled_slots(progress: Sequence[RuleProgress]) -> int:
@@ -83,7 +83,7 @@ def assign(
     order: dict[str, int] = {}
     for user in approvers:
         order.setdefault(user, len(order))
-    teams = [eligible.get(rule.team, frozenset()) for rule in rules]
+    teams = [eligible.get(rule.team, frozenset()) - set(rule.excluded) for rule in rules]
     if len(rules) == 1:  # the common case needs no matching: the earliest eligible approvers
         taken = tuple(user for user in order if user in teams[0])[: max(rules[0].approvals, 0)]
         return (RuleProgress(rule=rules[0], approvers=taken),)
@@ -171,7 +171,7 @@ def _is_rejected(
     if reject_mode is RejectMode.ANY:
         return any(is_eligible(rules, eligible, user) for user in rejecters)
     for rule in rules:
-        team = eligible.get(rule.team, frozenset())
+        team = eligible.get(rule.team, frozenset()) - set(rule.excluded)
         if len(rejecters & team) >= max(rule.approvals, 1):
             return True
     return False
@@ -190,7 +190,7 @@ def would_help(
     approvers = _approvers_in_order(_in_cast_order(votes))
     if voter in approvers:
         return False
-    mine = [i for i, rule in enumerate(rules) if voter in eligible.get(rule.team, frozenset())]
+    mine = [i for i, rule in enumerate(rules) if rule.admits(voter, eligible)]
     if not mine:
         return False
     current = assign(rules, eligible, approvers)

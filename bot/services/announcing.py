@@ -89,6 +89,7 @@ async def _sync_card(deps: Deps, request: ApprovalRequest) -> None:
         warnings=card_warnings(request),
         frozen_note=await card_note(deps, request),
         next_timer=timer_note(deps.policy, request, deps.clock.now(), relative=False),
+        offer_break_glass=deps.policy.break_glass is not None and not request.break_glass,
     )
     first_post = request.message_ts is None
     current = tally(request.rules, eligible, votes, request.reject_mode)

@@ -25,8 +25,11 @@ REMINDER_PERIOD = timedelta(days=1)
 REVIEW_JOB = "reviews"
 
 
-def extra_rules(policy: Policy, request: ApprovalRequest) -> tuple[Rule, ...]:
-    """The policy's break-glass rules for `request` (`from: owner` resolved as routing does)."""
+def extra_rules(
+    policy: Policy, request: ApprovalRequest, *, broken_by: str | None = None
+) -> tuple[Rule, ...]:
+    """The policy's break-glass rules for `request` (`from: owner` resolved as routing does).
+    Whoever breaks glass may not fill them: the extra approval must come from someone else."""
     if policy.break_glass is None:
         return ()
     rules: list[Rule] = []
@@ -35,7 +38,13 @@ def extra_rules(policy: Policy, request: ApprovalRequest) -> tuple[Rule, ...]:
         if rule.from_owner:
             team = request.owner_team or policy.release_managers or policy.break_glass.allowed
         rules.append(
-            Rule(name=rule.name, team=team, approvals=rule.approvals, origin="break-glass")
+            Rule(
+                name=rule.name,
+                team=team,
+                approvals=rule.approvals,
+                origin="break-glass",
+                excluded=(broken_by,) if broken_by else (),
+            )
         )
     return tuple(rules)
 
@@ -85,7 +94,11 @@ async def break_glass(
         if request is None:
             raise RequestNotFound(request_id)
         _check_open(request)
-        added = tuple(r for r in extra_rules(deps.policy, request) if r not in request.rules)
+        added = tuple(
+            r
+            for r in extra_rules(deps.policy, request, broken_by=actor)
+            if r.name not in {existing.name for existing in request.rules}
+        )
         request.rules = (*request.rules, *added)
         request.break_glass = True
         if request.frozen_until is not None:

@@ -62,6 +62,14 @@ async def test_break_glass_button_adds_an_approval_and_tags_the_callback(db_url:
         _, data = await env.quorum.status(request_id)
         assert data["state"] == "pending"
         assert len(data["votes"]) == 3
+        # whoever broke glass cannot also give the second release manager's approval
+        await env.quorum.click(ActionId.approve, RM_1, request_id)
+        refused = await env.slack.wait_for(
+            "chat.postEphemeral", lambda c: c.args.get("user") == RM_1
+        )
+        assert "you broke glass on it" in refused[-1].args["text"]
+        _, data = await env.quorum.status(request_id)
+        assert len(data["votes"]) == 3
         await env.quorum.click(ActionId.approve, RM_2, request_id)
         callbacks = await env.pipeline.wait_for(1)
         assert callbacks[0].body["decision"] == "approved"

@@ -391,3 +391,13 @@ def test_request_decided_event_records_the_tally_as_plain_json() -> None:
         json.dumps(built.data)  # must be canonical-JSON ready for the hash chain
     with pytest.raises(ValueError, match="not decided"):
         request_decided(request, result, T0)
+
+
+def test_a_person_excluded_from_a_rule_cannot_fill_it() -> None:
+    """Whoever broke glass is excluded from the break-glass rule though they are in its team."""
+    from bot.domain.model import Rule as _Rule
+
+    rules = (_Rule("second-rm", "rm", 1, origin="break-glass", excluded=("U0RM1",)),)
+    eligible = {"rm": frozenset({"U0RM1", "U0RM2"})}
+    assert assign(rules, eligible, ["U0RM1"])[0].approvers == ()
+    assert assign(rules, eligible, ["U0RM1", "U0RM2"])[0].approvers == ("U0RM2",)
