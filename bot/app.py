@@ -33,6 +33,7 @@ from bot.services.delivery import deliver_due
 from bot.services.deps import Deps, Tuning
 from bot.services.freezes import FREEZE_JOB, sync_frozen_requests
 from bot.services.intake import Opened, open_request
+from bot.services.jobs import Job
 from bot.services.messaging import MessageSender
 from bot.services.status import RequestStatus, request_status
 from bot.services.timers import TimersJob
@@ -130,7 +131,7 @@ def build_app(
         scheduler = Scheduler()
 
         def wake_timers(delay: timedelta) -> None:
-            scheduler.wake_in("timers", delay)
+            scheduler.wake_in(Job.TIMERS, delay)
 
         deps = Deps(
             database=database,
@@ -156,13 +157,13 @@ def build_app(
         )
         await voting.start()
         # Woken after every vote batch; one sweep per 200 ms serves a burst of votes.
-        scheduler.every("announce", every.announce, lambda: announce(deps), min_gap=0.2)
-        scheduler.every("deliveries", every.deliveries, lambda: deliver_due(deps))
+        scheduler.every(Job.ANNOUNCE, every.announce, lambda: announce(deps), min_gap=0.2)
+        scheduler.every(Job.DELIVERIES, every.deliveries, lambda: deliver_due(deps))
         scheduler.every(FREEZE_JOB, 10.0, lambda: sync_frozen_requests(deps))
         scheduler.every(REVIEW_JOB, 300.0, lambda: remind_reviews(deps))
-        scheduler.every("timers", every.timers, TimersJob(deps, wake_timers).run)
+        scheduler.every(Job.TIMERS, every.timers, TimersJob(deps, wake_timers).run)
         sender = MessageSender(deps, SlackChat(queue_client))
-        scheduler.every("messages", every.messages, sender.send_due)
+        scheduler.every(Job.MESSAGES, every.messages, sender.send_due)
         scheduler.start()
         try:
             yield

@@ -18,11 +18,12 @@ from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.freezes import is_release_manager, policy_zone, require_release_manager
 from bot.services.ids import new_id
+from bot.services.jobs import Job
 from bot.services.teams import team_members
 
 # Review reminders go out once per period until the review is recorded.
 REMINDER_PERIOD = timedelta(days=1)
-REVIEW_JOB = "reviews"
+REVIEW_JOB = Job.REVIEWS
 
 
 def extra_rules(
@@ -141,9 +142,9 @@ async def break_glass(
         )
         await uow.commit()
     forget(request.id)
-    deps.wake("announce")
-    deps.wake("messages")
-    deps.wake("deliveries")
+    deps.wake(Job.ANNOUNCE)
+    deps.wake(Job.MESSAGES)
+    deps.wake(Job.DELIVERIES)
     return request
 
 
@@ -166,7 +167,7 @@ async def record_review(
         await uow.requests.save(request)
         await uow.events.append(events.review_recorded(request_id, actor, summary.strip(), now))
         await uow.commit()
-    deps.wake("announce")
+    deps.wake(Job.ANNOUNCE)
     return request
 
 
@@ -217,7 +218,7 @@ async def remind_reviews(deps: Deps) -> int:
                 queued += int(added)
         await uow.commit()
     if queued:
-        deps.wake("messages")
+        deps.wake(Job.MESSAGES)
     return queued
 
 

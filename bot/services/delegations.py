@@ -17,6 +17,7 @@ from bot.domain.when import TimeSpec, describe, resolve
 from bot.services.deps import Deps
 from bot.services.freezes import user_zone
 from bot.services.ids import new_id
+from bot.services.jobs import Job
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ async def delegate(
         await uow.events.append(events.delegation_created(delegation))
         await uow.commit()
     changed()
-    deps.wake("announce")
+    deps.wake(Job.ANNOUNCE)
     return delegation
 
 

@@ -9,6 +9,7 @@ from bot.domain.backoff import gives_up, next_attempt
 from bot.domain.model import Delivery, DeliveryState
 from bot.ports import DeliveryResult
 from bot.services.deps import Deps
+from bot.services.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ async def deliver_due(deps: Deps) -> int:
                 result = DeliveryResult(ok=False, detail=f"internal error: {type(exc).__name__}")
         await _record(deps, delivery, result)
     if claimed:
-        deps.wake("announce")
+        deps.wake(Job.ANNOUNCE)
     return len(claimed)
 
 

@@ -34,6 +34,7 @@ from bot.policy import Policy
 from bot.ports import UnitOfWork
 from bot.services.deps import Deps
 from bot.services.ids import new_id
+from bot.services.jobs import Job
 from bot.services.teams import team_members
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 _CHAIN_HORIZON = timedelta(days=8)
 # How far ahead /freeze list looks for the next occurrence of each calendar window.
 _LIST_HORIZON = timedelta(days=400)
-FREEZE_JOB = "freezes"
+FREEZE_JOB = Job.FREEZES
 
 
 class NotReleaseManager(DomainError):
@@ -260,7 +261,7 @@ async def start_freeze(
         await uow.events.append(events.freeze_started(freeze))
         await _announce(uow, channels, text, f"freeze:{freeze.id}:started", now)
         await uow.commit()
-    deps.wake("messages")
+    deps.wake(Job.MESSAGES)
     await sync_frozen_requests(deps)
     return Started(freeze=freeze, channels=channels)
 
@@ -309,7 +310,7 @@ async def end_freezes(deps: Deps, *, actor: str, target: str) -> Ended:
             )
             await _announce(uow, channels, text, f"freeze:{freeze.id}:ended", now)
         await uow.commit()
-    deps.wake("messages")
+    deps.wake(Job.MESSAGES)
     await sync_frozen_requests(deps)
     return Ended(freezes=tuple(chosen), still_frozen_by=tuple(calendar))
 
@@ -407,8 +408,8 @@ async def sync_frozen_requests(deps: Deps) -> int:
             await uow.commit()
         changed += 1
     if changed:
-        deps.wake("announce")
-        deps.wake("announce")
+        deps.wake(Job.ANNOUNCE)
+        deps.wake(Job.ANNOUNCE)
     return changed
 
 

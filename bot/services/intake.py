@@ -14,6 +14,7 @@ from bot.routing import RoutingError, UnknownEnvironment, route
 from bot.services.deps import Deps
 from bot.services.errors import Conflict, Unprocessable
 from bot.services.ids import new_id
+from bot.services.jobs import Job
 from bot.services.timers import start_sla
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         request.environment,
         request.channel,
     )
-    deps.wake("announce")
+    deps.wake(Job.ANNOUNCE)
     return Opened(request_id=request.id, state=request.state.value, created=True)
 
 

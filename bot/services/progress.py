@@ -13,6 +13,7 @@ from bot.domain.quorum import Tally, tally
 from bot.ports import UnitOfWork
 from bot.services.deps import Deps
 from bot.services.ids import new_id
+from bot.services.jobs import Job
 
 __all__ = [
     "PROGRESS",
@@ -107,7 +108,7 @@ async def report_progress(
             kind=PROGRESS,
         )
     )
-    deps.wake("deliveries")
+    deps.wake(Job.DELIVERIES)
     return True
 
 

@@ -40,6 +40,7 @@ from bot.ports import ConcurrencyError, UnitOfWork
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.ids import new_id
+from bot.services.jobs import Job
 from bot.services.teams import escalated_teams, team_members, with_escalations
 
 log = logging.getLogger(__name__)
@@ -162,10 +163,10 @@ async def run_due(deps: Deps) -> int:
         if progressed == 0:
             break
     if fired:
-        deps.wake("announce")
-        deps.wake("messages")
+        deps.wake(Job.ANNOUNCE)
+        deps.wake(Job.MESSAGES)
         if any(f.decided for f in fired):
-            deps.wake("deliveries")
+            deps.wake(Job.DELIVERIES)
     return len(fired)
 
 

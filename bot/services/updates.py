@@ -19,6 +19,7 @@ from bot.pipelines.base import InboundUpdate
 from bot.ports import ConcurrencyError
 from bot.services.deps import Deps
 from bot.services.errors import Conflict
+from bot.services.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ async def apply_update(deps: Deps, update: InboundUpdate) -> Applied:
                 raise
             continue
         if applied.request_id is not None and not applied.replay:
-            deps.wake("announce")
+            deps.wake(Job.ANNOUNCE)
         return applied
     raise AssertionError("unreachable")
 

@@ -31,6 +31,7 @@ from bot.services import progress
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.freezes import frozen_reason_in, windows_at
+from bot.services.jobs import Job
 from bot.services.teams import request_team_members
 
 log = logging.getLogger(__name__)
@@ -240,9 +241,9 @@ class Voting:
         for rid, state in states.items():
             self._snapshots[rid] = _Snapshot(request=state.request, votes=list(state.votes))
         if changed:
-            deps.wake("announce")
+            deps.wake(Job.ANNOUNCE)
             if any(r.decided for r in results):
-                deps.wake("deliveries")
+                deps.wake(Job.DELIVERIES)
         return results
 
 
