@@ -223,6 +223,11 @@ def serve(settings: Settings, policy: Policy) -> None:
         log.warning(
             "LOCAL DEVELOPMENT VALUE in use for %s (QUORUM_DEV=1); not for production", name
         )
+    if settings.jenkins_user and not settings.jenkins_url:
+        log.warning(
+            "JENKINS_URL is not set: Jenkins credentials go to whatever input_url a signed "
+            "pipeline names; set JENKINS_URL to pin them to your Jenkins"
+        )
     if settings.is_sqlite:
         asyncio.run(upgrade(settings.database_url_value))
     log.info("serving on http://%s:%d", settings.quorum_host, settings.quorum_port)

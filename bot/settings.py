@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     gitlab_url: str | None = None
     gitlab_token: SecretStr | None = None
     gitlab_webhook_token: SecretStr | None = None
+    jenkins_url: str | None = None  # only input steps under this URL get Jenkins credentials
     jenkins_user: str | None = None
     jenkins_api_token: SecretStr | None = None
 
@@ -88,7 +89,9 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a URL starting with {' or '.join(_DB_SCHEMES)}")
         return value
 
-    @field_validator("slack_api_url", "quorum_public_url", "github_api_url", "gitlab_url")
+    @field_validator(
+        "slack_api_url", "quorum_public_url", "github_api_url", "gitlab_url", "jenkins_url"
+    )
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):

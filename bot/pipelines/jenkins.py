@@ -48,9 +48,13 @@ class JenkinsNotifier:
         api_token: str,
         http: Callable[[], aiohttp.ClientSession],
         *,
+        base_url: str | None = None,
         user_agent: str = "Quorum",
     ) -> None:
         self._user = user
+        # Credentials go only to input steps under `base_url` (JENKINS_URL), never to whatever
+        # host a pipeline names; None keeps the old, documented trust-the-pipeline behaviour.
+        self._base_url = base_url.rstrip("/") + "/" if base_url else None
         credentials = base64.b64encode(f"{user}:{api_token}".encode()).decode()
         self.__authorization = f"Basic {credentials}"
         self._http = http
@@ -65,7 +69,12 @@ class JenkinsNotifier:
     ) -> JenkinsNotifier | None:
         if not settings.jenkins_user or settings.jenkins_api_token is None:
             return None
-        return cls(settings.jenkins_user, settings.jenkins_api_token.get_secret_value(), http)
+        return cls(
+            settings.jenkins_user,
+            settings.jenkins_api_token.get_secret_value(),
+            http,
+            base_url=settings.jenkins_url,
+        )
 
     def delivery_payload(self, request: ApprovalRequest, votes: Sequence[Vote]) -> dict[str, Any]:
         jenkins = request.callback.get("jenkins")
@@ -85,6 +94,12 @@ class JenkinsNotifier:
         if not isinstance(input_url, str) or action not in ("proceedEmpty", "abort"):
             return DeliveryResult(ok=False, detail="delivery has no Jenkins target", permanent=True)
         url = input_url if input_url.endswith("/") else input_url + "/"
+        if self._base_url is not None and not url.startswith(self._base_url):
+            return DeliveryResult(
+                ok=False,
+                detail=f"input_url is not under JENKINS_URL {self._base_url}; not sent",
+                permanent=True,
+            )
         headers = {"user-agent": self._user_agent}
         reply = await self._post(url + str(action), headers, None)
         if not isinstance(reply, DeliveryResult) and _needs_crumb(reply):

@@ -110,3 +110,16 @@ async def test_an_unreachable_jenkins_is_retried(http: aiohttp.ClientSession) ->
         _delivery(url, "proceedEmpty")
     )
     assert (result.ok, result.permanent) == (False, False)
+
+
+async def test_credentials_only_go_to_input_steps_under_jenkins_url(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with FakeJenkins() as jenkins:
+        pinned = JenkinsNotifier(USER, API_TOKEN, lambda: http, base_url=jenkins.base_url)
+        assert (await pinned.deliver(_delivery(jenkins.add_input(), "abort"))).ok
+        elsewhere = "http://127.0.0.1:9/job/x/1/input/Q/"  # a pipeline naming another host
+        result = await pinned.deliver(_delivery(elsewhere, "abort"))
+        assert (result.ok, result.permanent) == (False, True)
+        assert "not under JENKINS_URL" in result.detail
+        assert len(jenkins.recorded) == 1
