@@ -48,6 +48,12 @@ class Tally:
         return sum(max(progress.rule.approvals, 0) for progress in self.rules)
 
 
+def _members(rule: Rule, eligible: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """Who may fill `rule` (no copy of the team in the usual case of nobody excluded)."""
+    team = eligible.get(rule.team, frozenset())
+    return team.difference(rule.excluded) if rule.excluded else team
+
+
 def eligible_rules(
     rules: Sequence[Rule], eligible: Mapping[str, frozenset[str]], user: str
 ) -> tuple[Rule, ...]:
@@ -83,7 +89,7 @@ def assign(
     order: dict[str, int] = {}
     for user in approvers:
         order.setdefault(user, len(order))
-    teams = [eligible.get(rule.team, frozenset()) - set(rule.excluded) for rule in rules]
+    teams = [_members(rule, eligible) for rule in rules]
     if len(rules) == 1:  # the common case needs no matching: the earliest eligible approvers
         taken = tuple(user for user in order if user in teams[0])[: max(rules[0].approvals, 0)]
         return (RuleProgress(rule=rules[0], approvers=taken),)
@@ -171,7 +177,7 @@ def _is_rejected(
     if reject_mode is RejectMode.ANY:
         return any(is_eligible(rules, eligible, user) for user in rejecters)
     for rule in rules:
-        team = eligible.get(rule.team, frozenset()) - set(rule.excluded)
+        team = _members(rule, eligible)
         if len(rejecters & team) >= max(rule.approvals, 1):
             return True
     return False
