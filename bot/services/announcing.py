@@ -8,13 +8,15 @@ was not committed first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from bot.domain import events
+from bot.domain.freezes import FreezeWindow
 from bot.domain.model import ApprovalRequest, Delivery, DeliveryState, Vote
 from bot.domain.quorum import tally
-from bot.ports import CardStatus
+from bot.ports import CardStatus, PostedMessage
 from bot.services.deps import Deps
-from bot.services.freezes import card_note
+from bot.services.freezes import card_note, windows_at
 from bot.services.progress import PROGRESS, on_card_posted
 from bot.services.teams import request_team_members
 from bot.services.timers import timer_note
@@ -57,50 +59,82 @@ def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
 
 
 async def sync_cards(deps: Deps) -> int:
-    """Post missing cards and update stale ones. Returns how many were brought up to date."""
-    async with deps.database.unit_of_work(read_only=True) as uow:
-        stale = await uow.requests.list_card_out_of_date(deps.tuning.batch_size)
-    done = 0
+    """Post missing cards and update stale ones. Returns how many were brought up to date.
+
+    One read for the whole sweep; a new card's position is recorded right after it is posted
+    (a crash must not post it twice), updated cards' revisions in one write at the end (an
+    update repeated after a crash is harmless)."""
     throttle = deps.pacing.cards
+    async with deps.database.unit_of_work(read_only=True) as uow:
+        stale = [
+            request
+            for request in await uow.requests.list_card_out_of_date(deps.tuning.batch_size)
+            # New cards and decided requests go out at once; a pending card under a burst of
+            # votes is updated at most once a second (it stays out of date for a later sweep).
+            if throttle.due(
+                request.id, urgent=request.message_ts is None or not request.state.is_open
+            )
+        ]
+        if not stale:
+            return 0
+        votes = await uow.votes.list_for_many([r.id for r in stale])
+        deliveries = {r.id: list(await uow.outbox.get_for_request(r.id)) for r in stale}
+        windows = await windows_at(uow, deps.policy, deps.clock.now())
+    updated: list[tuple[ApprovalRequest, PostedMessage]] = []
     for request in stale:
-        # New cards and decided requests go out at once; a pending card under a burst of votes
-        # is updated at most once a second (it stays out of date, so a later sweep takes it).
-        urgent = request.message_ts is None or not request.state.is_open
-        if not throttle.due(request.id, urgent=urgent):
-            continue
         try:
-            await _sync_card(deps, request)
-            throttle.updated(request.id)
-            done += 1
+            posted = await _show_card(
+                deps, request, list(votes[request.id]), deliveries[request.id], windows
+            )
         except Exception:
             log.exception(
                 "could not bring the card of %s up to date; next sweep retries", request.id
             )
-    return done
+            continue
+        throttle.updated(request.id)
+        if request.message_ts is not None:
+            updated.append((request, posted))
+    if updated:
+        async with deps.database.unit_of_work() as uow:
+            for request, posted in updated:
+                await uow.requests.mark_card_synced(
+                    request.id, request.revision, posted.channel, posted.ts
+                )
+            await uow.commit()
+    return len(stale)
 
 
-async def _sync_card(deps: Deps, request: ApprovalRequest) -> None:
-    async with deps.database.unit_of_work(read_only=True) as uow:
-        votes = list(await uow.votes.list_for(request.id))
-        deliveries = list(await uow.outbox.get_for_request(request.id))
+def _urgent(request: ApprovalRequest) -> bool:
+    return request.message_ts is None or not request.state.is_open
+
+
+async def _show_card(
+    deps: Deps,
+    request: ApprovalRequest,
+    votes: list[Vote],
+    deliveries: list[Delivery],
+    windows: Sequence[FreezeWindow],
+) -> PostedMessage:
     eligible = await request_team_members(deps, request)
     status = CardStatus(
         callback=callback_status(deliveries),
         warnings=card_warnings(request),
-        frozen_note=await card_note(deps, request),
+        frozen_note=await card_note(deps, request, windows),
         next_timer=timer_note(deps.policy, request, deps.clock.now(), relative=False),
         offer_break_glass=deps.policy.break_glass is not None and not request.break_glass,
     )
-    first_post = request.message_ts is None
     current = tally(request.rules, eligible, votes, request.reject_mode)
     posted = await deps.announcer.show_card(request, current, votes, status)
-    now = deps.clock.now()
-    async with deps.database.unit_of_work() as uow:
-        await uow.requests.mark_card_synced(request.id, request.revision, posted.channel, posted.ts)
-        if first_post:
+    if request.message_ts is None:  # a new card: record where it is before anything else
+        now = deps.clock.now()
+        async with deps.database.unit_of_work() as uow:
+            await uow.requests.mark_card_synced(
+                request.id, request.revision, posted.channel, posted.ts
+            )
             await uow.events.append(events.card_posted(request.id, posted.channel, posted.ts, now))
             await on_card_posted(deps, uow, request, current, posted.channel, posted.ts, now)
-        await uow.commit()
+            await uow.commit()
+    return posted
 
 
 async def announce_votes(deps: Deps) -> int:

@@ -168,13 +168,17 @@ def frozen_reason_in(
     return frozen_reason(state_of(request, windows, now), policy_zone(policy), now)
 
 
-async def card_note(deps: Deps, request: ApprovalRequest) -> str | None:
-    """The card's freeze line for `request` now (None when it is not frozen or decided)."""
+async def card_note(
+    deps: Deps, request: ApprovalRequest, windows: Sequence[FreezeWindow] | None = None
+) -> str | None:
+    """The card's freeze line for `request` now (None when it is not frozen or decided).
+    `windows` (from `windows_at`) saves the query when the caller renders many cards."""
     if not request.state.is_open or request.break_glass:
         return None
     now = deps.clock.now()
-    async with deps.database.unit_of_work(read_only=True) as uow:
-        windows = await windows_at(uow, deps.policy, now)
+    if windows is None:
+        async with deps.database.unit_of_work(read_only=True) as uow:
+            windows = await windows_at(uow, deps.policy, now)
     state = state_of(request, windows, now)
     if (state.until if state.frozen else None) != request.frozen_until:
         deps.wake(FREEZE_JOB)  # e.g. opened during a freeze: record it (and stop its SLA clock)
