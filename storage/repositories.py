@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -728,6 +728,46 @@ class SqlEventLog:
 
 
 # ---------------------------------------------------------------------------------------------
+# Leased work queues (the outbox, the Slack message queue)
+
+_Leased = TypeVar("_Leased", "OutboxRow", "MessageRow")
+
+
+async def _claim_leased(
+    session: AsyncSession,
+    model: type[_Leased],
+    due: ColumnElement[bool],
+    order: Sequence[Any],
+    *,
+    pending: str,
+    now: datetime,
+    limit: int,
+    lease_until: datetime,
+) -> Sequence[_Leased]:
+    """Pending rows that are `due` and not leased (or whose lease ran out), in `order`, leased
+    until `lease_until`. PostgreSQL skips rows another worker has locked (FOR UPDATE SKIP
+    LOCKED); SQLite writers are serialised by the database write lock."""
+    rows = (
+        await session.scalars(
+            select(model)
+            .where(
+                model.state == pending,
+                due,
+                (model.lease_until.is_(None)) | (model.lease_until <= now),
+            )
+            .order_by(*order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    for row in rows:
+        row.lease_until = lease_until
+    await session.flush()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # Outbox
 
 
@@ -797,23 +837,16 @@ class SqlOutbox:
         """Pending deliveries due at `now` and not leased (or whose lease ran out), oldest due
         first, leased until `lease_until`. PostgreSQL skips rows another worker has locked
         (FOR UPDATE SKIP LOCKED); SQLite writers are serialised by the database write lock."""
-        rows = (
-            await self._session.scalars(
-                select(OutboxRow)
-                .where(
-                    OutboxRow.state == DeliveryState.PENDING.value,
-                    OutboxRow.next_attempt_at <= now,
-                    (OutboxRow.lease_until.is_(None)) | (OutboxRow.lease_until <= now),
-                )
-                .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
-        ).all()
-        for row in rows:
-            row.lease_until = lease_until
-        await self._session.flush()
+        rows = await _claim_leased(
+            self._session,
+            OutboxRow,
+            OutboxRow.next_attempt_at <= now,
+            (OutboxRow.next_attempt_at, OutboxRow.id),
+            pending=DeliveryState.PENDING.value,
+            now=now,
+            limit=limit,
+            lease_until=lease_until,
+        )
         return [_delivery_from_row(row) for row in rows]
 
     async def record_attempt(self, delivery: Delivery) -> None:
@@ -1107,23 +1140,16 @@ class SqlMessageQueue:
     ) -> Sequence[OutgoingMessage]:
         """Pending messages whose `not_before` has come, oldest first, leased until
         `lease_until` (FOR UPDATE SKIP LOCKED on PostgreSQL)."""
-        rows = (
-            await self._session.scalars(
-                select(MessageRow)
-                .where(
-                    MessageRow.state == MessageState.PENDING.value,
-                    MessageRow.not_before <= now,
-                    (MessageRow.lease_until.is_(None)) | (MessageRow.lease_until <= now),
-                )
-                .order_by(MessageRow.not_before, MessageRow.created_at, MessageRow.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
-        ).all()
-        for row in rows:
-            row.lease_until = lease_until
-        await self._session.flush()
+        rows = await _claim_leased(
+            self._session,
+            MessageRow,
+            MessageRow.not_before <= now,
+            (MessageRow.not_before, MessageRow.created_at, MessageRow.id),
+            pending=MessageState.PENDING.value,
+            now=now,
+            limit=limit,
+            lease_until=lease_until,
+        )
         return [_message_from_row(row) for row in rows]
 
     async def record_attempt(self, message: OutgoingMessage) -> None:
