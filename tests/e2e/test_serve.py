@@ -30,19 +30,17 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    port = _free_port()
+def _serve(port: int, database_url: str) -> subprocess.Popen[str]:
+    """`python -m bot serve` with local development values, the example policy and `port`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "SLACK_"))}
     env.update(
         QUORUM_DEV="1",
         QUORUM_PORT=str(port),
         QUORUM_CONFIG=str(EXAMPLE_POLICY),
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+        DATABASE_URL=database_url,
         PYTHONWARNINGS="default",  # show ResourceWarnings (unclosed sessions, pending tasks)
-        PYTHONASYNCIODEBUG="0",
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "bot", "serve"],
         cwd=REPO,
         env=env,
@@ -50,6 +48,12 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    port = _free_port()
+    proc = _serve(port, f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}")
     try:
         deadline = time.monotonic() + 60
         status = 0
@@ -78,24 +82,10 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert (tmp_path / "serve.db").exists()
 
 
-def test_readyz_reports_an_unreachable_database(tmp_path: Path) -> None:
+def test_readyz_reports_an_unreachable_database() -> None:
     """The process is up but not ready when the database cannot be reached."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "SLACK_"))}
-    env.update(
-        QUORUM_DEV="1",
-        QUORUM_PORT=str(port),
-        QUORUM_CONFIG=str(EXAMPLE_POLICY),
-        DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/nothing",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _serve(port, "postgresql+asyncpg://nobody@127.0.0.1:1/nothing")
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
