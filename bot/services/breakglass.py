@@ -19,7 +19,7 @@ from bot.services.deps import Deps
 from bot.services.freezes import is_release_manager, policy_zone, require_release_manager
 from bot.services.ids import new_id
 from bot.services.jobs import Job
-from bot.services.teams import team_members
+from bot.services.teams import request_team_members, team_members
 
 # Review reminders go out once per period until the review is recorded.
 REMINDER_PERIOD = timedelta(days=1)
@@ -109,7 +109,7 @@ async def break_glass(
         if glass.review_within is not None:
             request.review_due_at = now + glass.review_within
         votes = list(await uow.votes.list_for(request.id))
-        eligible = await team_members(deps, {r.team for r in request.rules})
+        eligible = await request_team_members(deps, request)  # escalated teams count too
         outcome = tally(request.rules, eligible, votes, request.reject_mode)
         await uow.events.append(events.breakglass_invoked(request.id, actor, reason, added, now))
         if apply_outcome(request, outcome, now):

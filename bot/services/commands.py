@@ -9,7 +9,7 @@ from bot.domain.model import ApprovalRequest, VoteKind
 from bot.services.breakglass import reviews_open
 from bot.services.deps import Deps
 from bot.services.freezes import is_release_manager, state_of, windows_at
-from bot.services.teams import team_members
+from bot.services.teams import request_team_members
 
 MAX_LISTED = 25
 
@@ -35,15 +35,13 @@ async def pending_for(deps: Deps, user: str) -> Pending:
         requests = list(await uow.requests.list_open())
         windows = await windows_at(uow, deps.policy, now)
         votes = {r.id: list(await uow.votes.list_for(r.id)) for r in requests}
-    teams = {rule.team for r in requests for rule in r.rules}
-    eligible = await team_members(deps, teams)
     waiting: list[Waiting] = []
     for request in requests:
         frozen = state_of(request, windows, now).frozen
         refusal = check_vote(
             request,
             votes[request.id],
-            eligible,
+            await request_team_members(deps, request),  # escalated teams count too
             voter=user,
             kind=VoteKind.APPROVE,
             now=now,

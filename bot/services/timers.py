@@ -23,7 +23,7 @@ from bot.domain.model import (
     Vote,
     VoteKind,
 )
-from bot.domain.quorum import is_eligible, would_help
+from bot.domain.quorum import is_eligible, tally, would_help
 from bot.domain.sla import (
     BusinessHours,
     EscalationStep,
@@ -37,6 +37,7 @@ from bot.domain.sla import (
 )
 from bot.policy import WEEKDAYS, OnExpire, Policy
 from bot.ports import ConcurrencyError, UnitOfWork
+from bot.services import progress
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.ids import new_id
@@ -275,6 +276,9 @@ async def _apply(
         request.escalation_level = step.level
         await uow.events.append(events.escalation_fired(request.id, step.level, step.team, now))
         await _announce_escalation(deps, uow, request, step, now)
+        eligible = people.eligible(deps.policy, request)
+        current = tally(request.rules, eligible, votes, request.reject_mode)
+        await progress.on_escalation(deps, uow, request, current, now)  # pipeline status report
     else:
         eligible = people.eligible(deps.policy, request)
         await _decide(deps, uow, request, votes, eligible, step, now)

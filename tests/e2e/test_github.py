@@ -186,3 +186,34 @@ async def test_unknown_repository_and_environment(gh: GitHubEnv) -> None:
     status, data = await gh.deliver(payload, delivery="d-unknown-env")
     assert status == 422
     assert data["known"] == ["production", "staging"]
+
+
+async def test_an_escalation_sends_a_status_report(db_url: str, key: AppKey) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bot.clock import FixedClock
+    from bot.services.timers import run_due
+
+    policy = _policy()
+    policy["environments"]["production"]["sla"] = {"escalate": [{"after": "1h", "to": "security"}]}
+    clock = FixedClock(datetime.now(UTC))
+    async with FakeGitHub(key.public_pem, clock=clock.now) as github:
+        settings = {
+            "GITHUB_WEBHOOK_SECRET": SECRET,
+            "GITHUB_APP_ID": APP_ID,
+            "GITHUB_PRIVATE_KEY": key.private_pem,
+            "GITHUB_API_URL": github.base_url,
+        }
+        async with running_env(db_url, policy=policy, extra_settings=settings, clock=clock) as env:
+            gh = GitHubEnv(env, github)
+            status, data = await gh.deliver(
+                protection_rule(github.callback_url(), with_sha_ref=True), delivery="esc-1"
+            )
+            assert status == 202, data
+            await env.card_of(data["id"])
+            await github.wait_for(lambda r: "state" not in r.body)  # the first report
+
+            clock.advance(timedelta(hours=1, minutes=1))
+            assert await run_due(env.quorum.deps) == 1
+            reports = await github.wait_for(lambda r: "state" not in r.body, count=2)
+            assert "escalated (level 1)" in reports[1].body["comment"]
