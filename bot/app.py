@@ -120,7 +120,7 @@ def build_app(
             adapters[provider.source] = notifiers[provider.source] = provider
     if jenkins is not None:
         notifiers[jenkins.source] = jenkins
-    bolt = slack_events.build_bolt_app(slack_client, signing_secret)
+    bolt = slack_events.build_bolt_app(slack_client, signing_secret, now_clock.now)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         session = aiohttp.ClientSession()

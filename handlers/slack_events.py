@@ -18,6 +18,10 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.request_verification.async_request_verification import (
+    AsyncRequestVerification,
+)
+from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.errors import json_error
@@ -47,18 +51,43 @@ def signature_valid(
     return hmac.compare_digest(expected.encode(), signature.encode())
 
 
-def build_bolt_app(client: AsyncWebClient, signing_secret: str) -> AsyncApp:
+class _ClockedRequestVerification(AsyncRequestVerification):
+    """Bolt's own signature check, reading Quorum's clock instead of the wall clock (so a test
+    or simulation on a fixed clock is verified like production)."""
+
+    def __init__(self, signing_secret: str, now: Callable[[], datetime]) -> None:
+        super().__init__(signing_secret)
+        self._verifier = SignatureVerifier(signing_secret, clock=_VerifierClock(now))
+
+
+class _VerifierClock(Clock):
+    def __init__(self, now: Callable[[], datetime]) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now().timestamp()
+
+
+def build_bolt_app(
+    client: AsyncWebClient, signing_secret: str, now: Callable[[], datetime]
+) -> AsyncApp:
     """The bolt app. `process_before_response=True`: listeners run before the HTTP response is
-    written, so an ack is sent only after our commit, and no 10 ms ack polling is involved."""
-    return AsyncApp(
+    written, so an ack is sent only after our commit, and no 10 ms ack polling is involved.
+
+    Bolt's request verification stays on, as bolt's own middleware class with Quorum's clock
+    (registered with `use`, so it runs after bolt's built-in middleware; the guard in
+    `register` has already verified the signature before bolt sees a request)."""
+    bolt = AsyncApp(
         client=client,
         signing_secret=signing_secret,
         process_before_response=True,
-        request_verification_enabled=True,
+        request_verification_enabled=False,  # replaced by the clocked copy below
         raise_error_for_unhandled_request=False,
         ssl_check_enabled=True,
         url_verification_enabled=True,
     )
+    bolt.use(_ClockedRequestVerification(signing_secret, now))
+    return bolt
 
 
 def malformed(body: bytes, content_type: str) -> str | None:

@@ -109,3 +109,26 @@ async def test_break_glass_command_and_review_reminders(db_url: str) -> None:
             kinds = [e.kind for e in await uow.events.list_for(request_id)]
         assert "breakglass.invoked" in kinds
         assert "review.recorded" in kinds
+
+
+async def test_overdue_reviews_are_listed_and_flagged_for_release_managers(db_url: str) -> None:
+    """On a fixed clock: 72 h after break glass the review is overdue, and says so."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.clock import FixedClock
+    from tests.e2e.harness import running_env
+    from tests.e2e.slash import GLASS_POLICY
+
+    clock = FixedClock(datetime.now(UTC))
+    async with running_env(db_url, policy=GLASS_POLICY, clock=clock) as env:
+        request_id = await env.open()
+        await command(env, "/approvals", RM_1, f"breakglass {request_id} payment outage")
+        pending = await command(env, "/approvals", RM_2, "pending")
+        assert request_id in pending.text
+        assert "overdue" not in pending.text
+
+        clock.advance(timedelta(hours=72, minutes=1))
+        pending = await command(env, "/approvals", RM_2, "pending")
+        assert request_id in pending.text
+        assert ":warning: *overdue*, was due" in pending.text
+        assert "overdue" not in (await command(env, "/approvals", OWNER_2, "pending")).text

@@ -79,3 +79,27 @@ def test_malformed(body: bytes, content_type: str, problem: str | None) -> None:
     else:
         assert result is not None
         assert problem in result
+
+
+async def test_bolts_own_verification_stays_on_with_the_app_clock() -> None:
+    """Behind the guard, bolt still verifies the signature itself, on Quorum's clock."""
+    from slack_bolt.request.async_request import AsyncBoltRequest
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from handlers.slack_events import build_bolt_app
+    from tests.fakes.slack_api import FakeSlack
+
+    async with FakeSlack() as slack:  # bolt's authorization (auth.test) runs first
+        bolt = build_bolt_app(
+            AsyncWebClient(token=slack.token, base_url=slack.base_url),
+            VECTOR["signing_secret"],
+            lambda: AT,
+        )
+
+        async def status(headers: dict[str, str]) -> int:
+            request = AsyncBoltRequest(body=VECTOR["body"], headers=headers)
+            return (await bolt.async_dispatch(request)).status
+
+        forged = {**VECTOR["headers"], "X-Slack-Signature": "v0=" + "0" * 64}
+        assert await status(forged) == 401
+        assert await status(VECTOR["headers"]) != 401  # the vector's time is "now" for the app
