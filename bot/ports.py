@@ -58,6 +58,10 @@ class RequestRepository(Protocol):
         """`get_for_update` for several requests at once (missing ids are left out)."""
         ...
 
+    async def lock_many(self, request_ids: Sequence[str]) -> Mapping[str, int]:
+        """Lock several requests and return their revisions, without loading them."""
+        ...
+
     async def save_many(
         self, requests: Sequence[ApprovalRequest], *, only: Sequence[str] | None = None
     ) -> None:

@@ -50,6 +50,7 @@ from bot.domain.model import (
 )
 from bot.ports import ConcurrencyError, DuplicateVoteError
 from storage.tables import (
+    Base,
     DelegationRow,
     EventRow,
     FreezeRow,
@@ -317,6 +318,21 @@ class SqlRequestRepository:
         )
         return {row.id: _request_from_row(row) for row in rows}
 
+    async def lock_many(self, request_ids: Sequence[str]) -> Mapping[str, int]:
+        """Lock several requests (id order, FOR UPDATE on PostgreSQL) and return their current
+        revisions, without loading them: a caller holding a copy at that revision can use it."""
+        if not request_ids:
+            return {}
+        table = RequestRow.__table__
+        assert isinstance(table, Table)
+        result = await self._session.execute(
+            select(table.c.id, table.c.revision)
+            .where(table.c.id.in_(sorted(set(request_ids))))
+            .order_by(table.c.id)
+            .with_for_update()
+        )
+        return {str(request_id): int(revision) for request_id, revision in result}
+
     async def get_many_for_update(
         self, request_ids: Sequence[str]
     ) -> Mapping[str, ApprovalRequest]:
@@ -528,7 +544,7 @@ class SqlVoteRepository:
 
     async def _insert(self, votes: Sequence[Vote]) -> None:
         await self._session.execute(
-            insert(VoteRow),
+            insert(_table(VoteRow)),  # Core, not the ORM's bulk-insert machinery
             [
                 {
                     "request_id": vote.request_id,
@@ -683,7 +699,7 @@ class SqlEventLog:
             )
             prev_hash = digest
         # executemany (no RETURNING): the driver inserts row after row, so `seq` follows the chain.
-        await self._session.execute(insert(EventRow), rows)
+        await self._session.execute(insert(_table(EventRow)), rows)
 
     async def list_for(self, request_id: str) -> Sequence[Event]:
         await self.flush()
@@ -725,6 +741,14 @@ class SqlEventLog:
                 return int(row.seq)
             expected_prev = row.hash
         return None
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of a mapped class: for the hot paths' executemany statements, which the
+    ORM would route through its slower bulk machinery."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------

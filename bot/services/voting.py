@@ -290,20 +290,22 @@ async def _load_locked(
     uow: UnitOfWork, request_ids: Sequence[str], cached: Mapping[str, _Snapshot]
 ) -> dict[str, _Snapshot]:
     """The batch's requests, locked, with their votes. Every write to a request bumps its
-    revision, so a cached snapshot at the locked revision has exactly the stored votes; only the
-    others are read (one statement for all of them)."""
-    requests = await uow.requests.get_many_for_update(request_ids)
-    fresh = {
-        rid: cached[rid].votes
-        for rid, request in requests.items()
-        if rid in cached and cached[rid].request.revision == request.revision
-    }
-    stale = [rid for rid in requests if rid not in fresh]
-    loaded = await uow.votes.list_for_many(stale) if stale else {}
-    return {
-        rid: _Snapshot(request=request, votes=list(fresh.get(rid) or loaded.get(rid, ())))
-        for rid, request in requests.items()
-    }
+    revision, so a cached snapshot at the locked revision is exactly what is stored: it is
+    copied (the batch may change it and then roll back) instead of read. Only the others are
+    loaded, in two statements for all of them."""
+    revisions = await uow.requests.lock_many(request_ids)
+    found: dict[str, _Snapshot] = {}
+    for rid, revision in revisions.items():
+        snapshot = cached.get(rid)
+        if snapshot is not None and snapshot.request.revision == revision:
+            found[rid] = _Snapshot(request=replace(snapshot.request), votes=list(snapshot.votes))
+    stale = [rid for rid in revisions if rid not in found]
+    if stale:
+        requests = await uow.requests.get_many_for_update(stale)
+        votes = await uow.votes.list_for_many(list(requests))
+        for rid, request in requests.items():
+            found[rid] = _Snapshot(request=request, votes=list(votes[rid]))
+    return found
 
 
 async def _record(
