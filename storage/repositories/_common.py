@@ -1,0 +1,132 @@
+"""Shared by the repositories: canonical JSON and the event hash, aware UTC times, Core
+tables for hot paths, and the lease-claim query of the work queues."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.tables import (
+    Base,
+    MessageRow,
+    OutboxRow,
+)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return _iso_utc(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC datetime")
+    return value
+
+
+def _iso_utc(value: datetime) -> str:
+    return _aware(value).astimezone(UTC).isoformat()
+
+
+def canonical_json(value: object) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 text, datetimes as ISO-8601 UTC."""
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
+
+
+def event_hash(
+    prev_hash: str,
+    *,
+    kind: str,
+    at: datetime,
+    request_id: str | None,
+    actor: str | None,
+    data: Mapping[str, Any],
+) -> str:
+    """sha256 hex of `prev_hash` followed by the canonical JSON of the entry."""
+    body = canonical_json(
+        {"kind": kind, "at": at, "request_id": request_id, "actor": actor, "data": data}
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def _plain_json(value: Mapping[str, Any]) -> dict[str, Any]:
+    """`value` as plain JSON types (datetimes become ISO strings), exactly as it will be read
+    back, so that the hash computed on append is the one recomputed on verify."""
+    result: dict[str, Any] = json.loads(canonical_json(dict(value)))
+    return result
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    # asyncpg (through SQLAlchemy's adapter): SQLSTATE 23505 unique_violation.
+    if getattr(orig, "sqlstate", None) == "23505" or getattr(orig, "pgcode", None) == "23505":
+        return True
+    # sqlite3: extended result codes for UNIQUE and PRIMARY KEY violations.
+    return getattr(orig, "sqlite_errorname", None) in {
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    }
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of a mapped class: for the hot paths' executemany statements, which the
+    ORM would route through its slower bulk machinery."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+_Leased = TypeVar("_Leased", "OutboxRow", "MessageRow")
+
+
+async def _claim_leased(
+    session: AsyncSession,
+    model: type[_Leased],
+    due: ColumnElement[bool],
+    order: Sequence[Any],
+    *,
+    pending: str,
+    now: datetime,
+    limit: int,
+    lease_until: datetime,
+) -> Sequence[_Leased]:
+    """Pending rows that are `due` and not leased (or whose lease ran out), in `order`, leased
+    until `lease_until`. PostgreSQL skips rows another worker has locked (FOR UPDATE SKIP
+    LOCKED); SQLite writers are serialised by the database write lock."""
+    rows = (
+        await session.scalars(
+            select(model)
+            .where(
+                model.state == pending,
+                due,
+                (model.lease_until.is_(None)) | (model.lease_until <= now),
+            )
+            .order_by(*order)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    for row in rows:
+        row.lease_until = lease_until
+    await session.flush()
+    return rows

@@ -1,0 +1,133 @@
+"""The `outbox` table of pipeline callbacks as `bot.ports.Outbox`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import (
+    case,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.domain.model import (
+    Delivery,
+    DeliveryState,
+)
+from storage.repositories._common import (
+    _claim_leased,
+    _plain_json,
+)
+from storage.tables import (
+    OutboxRow,
+)
+
+
+def _delivery_from_row(row: OutboxRow) -> Delivery:
+    return Delivery(
+        id=row.id,
+        request_id=row.request_id,
+        target=row.target,
+        payload=dict(row.payload),
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        kind=row.kind,
+        state=DeliveryState(row.state),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        delivered_at=row.delivered_at,
+    )
+
+
+class SqlOutbox:
+    """`bot.ports.Outbox` on the `outbox` table. The outgoing `webhook-id` is the delivery id."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, delivery: Delivery) -> None:
+        self._session.add(
+            OutboxRow(
+                id=delivery.id,
+                request_id=delivery.request_id,
+                target=delivery.target,
+                kind=delivery.kind,
+                payload=_plain_json(delivery.payload),
+                webhook_id=delivery.id,
+                state=delivery.state.value,
+                attempts=delivery.attempts,
+                next_attempt_at=delivery.next_attempt_at,
+                lease_until=None,
+                last_error=delivery.last_error,
+                created_at=delivery.created_at,
+                delivered_at=delivery.delivered_at,
+            )
+        )
+        await self._session.flush()
+
+    async def get_for_request(self, request_id: str) -> Sequence[Delivery]:
+        rows = await self._session.scalars(
+            select(OutboxRow)
+            .where(OutboxRow.request_id == request_id)
+            .order_by(OutboxRow.created_at, OutboxRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_delivery_from_row(row) for row in rows]
+
+    async def count_for_request(self, request_id: str, kind: str) -> int:
+        """How many deliveries of `kind` were ever queued for the request (progress budgets)."""
+        count: int | None = await self._session.scalar(
+            select(func.count())
+            .select_from(OutboxRow)
+            .where(OutboxRow.request_id == request_id, OutboxRow.kind == kind)
+        )
+        return count or 0
+
+    async def claim_due(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> Sequence[Delivery]:
+        """Pending deliveries due at `now` and not leased (or whose lease ran out), oldest due
+        first, leased until `lease_until`. PostgreSQL skips rows another worker has locked
+        (FOR UPDATE SKIP LOCKED); SQLite writers are serialised by the database write lock."""
+        rows = await _claim_leased(
+            self._session,
+            OutboxRow,
+            OutboxRow.next_attempt_at <= now,
+            (OutboxRow.next_attempt_at, OutboxRow.id),
+            pending=DeliveryState.PENDING.value,
+            now=now,
+            limit=limit,
+            lease_until=lease_until,
+        )
+        return [_delivery_from_row(row) for row in rows]
+
+    async def record_attempt(self, delivery: Delivery) -> None:
+        """Persist the outcome of an attempt and release the lease."""
+        await self._session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == delivery.id)
+            .values(
+                state=delivery.state.value,
+                attempts=delivery.attempts,
+                next_attempt_at=delivery.next_attempt_at,
+                last_error=delivery.last_error,
+                delivered_at=delivery.delivered_at,
+                lease_until=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest pending delivery can next be claimed (its next attempt, or the end
+        of its lease if a worker holds it); None when nothing is pending."""
+        claimable_at = case(
+            (OutboxRow.lease_until > OutboxRow.next_attempt_at, OutboxRow.lease_until),
+            else_=OutboxRow.next_attempt_at,
+        )
+        earliest: datetime | None = await self._session.scalar(
+            select(func.min(claimable_at)).where(OutboxRow.state == DeliveryState.PENDING.value)
+        )
+        return earliest
