@@ -9,19 +9,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    ColumnElement,
-    Table,
-    select,
-)
+from sqlalchemy import ColumnElement, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.tables import (
-    Base,
-    MessageRow,
-    OutboxRow,
-)
+from storage.tables import Base, MessageRow, OutboxRow
 
 
 def _json_default(value: object) -> str:

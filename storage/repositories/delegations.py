@@ -5,19 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import (
-    ColumnElement,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    Delegation,
-)
-from storage.tables import (
-    DelegationRow,
-)
+from bot.domain.model import Delegation
+from storage.tables import DelegationRow
 
 
 def _delegation_from_row(row: DelegationRow) -> Delegation:

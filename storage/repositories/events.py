@@ -6,25 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import (
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    Event,
-)
-from storage.repositories._common import (
-    _aware,
-    _plain_json,
-    _table,
-    event_hash,
-)
-from storage.tables import (
-    EventRow,
-)
+from bot.domain.model import Event
+from storage.repositories._common import _aware, _plain_json, _table, event_hash
+from storage.tables import EventRow
 
 GENESIS_HASH: Final = "0" * 64
 # Key of the transaction-level advisory lock that serialises appends to the event chain on

@@ -5,18 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import (
-    select,
-    update,
-)
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    Freeze,
-)
-from storage.tables import (
-    FreezeRow,
-)
+from bot.domain.model import Freeze
+from storage.tables import FreezeRow
 
 
 def _freeze_from_row(row: FreezeRow) -> Freeze:

@@ -5,26 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import (
-    func,
-    select,
-    update,
-)
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    MessageState,
-    OutgoingMessage,
-)
-from storage.repositories._common import (
-    _claim_leased,
-    _is_unique_violation,
-    _plain_json,
-)
-from storage.tables import (
-    MessageRow,
-)
+from bot.domain.model import MessageState, OutgoingMessage
+from storage.repositories._common import _claim_leased, _is_unique_violation, _plain_json
+from storage.tables import MessageRow
 
 
 def _message_from_row(row: MessageRow) -> OutgoingMessage:

@@ -5,25 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import (
-    case,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    Delivery,
-    DeliveryState,
-)
-from storage.repositories._common import (
-    _claim_leased,
-    _plain_json,
-)
-from storage.tables import (
-    OutboxRow,
-)
+from bot.domain.model import Delivery, DeliveryState
+from storage.repositories._common import _claim_leased, _plain_json
+from storage.tables import OutboxRow
 
 
 def _delivery_from_row(row: OutboxRow) -> Delivery:

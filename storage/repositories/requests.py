@@ -8,13 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import (
-    Table,
-    bindparam,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import (
@@ -28,12 +22,8 @@ from bot.domain.model import (
     Rule,
 )
 from bot.ports import ConcurrencyError
-from storage.repositories._common import (
-    _plain_json,
-)
-from storage.tables import (
-    RequestRow,
-)
+from storage.repositories._common import _plain_json
+from storage.tables import RequestRow
 
 # SLA timer columns of `requests` that the domain may carry as `ApprovalRequest` fields; each one
 # present on the dataclass is read and written with it, the others keep their column defaults.

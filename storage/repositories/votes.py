@@ -5,27 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import (
-    Table,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    Vote,
-    VoteKind,
-)
+from bot.domain.model import Vote, VoteKind
 from bot.ports import DuplicateVoteError
-from storage.repositories._common import (
-    _is_unique_violation,
-    _table,
-)
-from storage.tables import (
-    VoteRow,
-)
+from storage.repositories._common import _is_unique_violation, _table
+from storage.tables import VoteRow
 
 
 def _vote_from_row(row: VoteRow) -> Vote:

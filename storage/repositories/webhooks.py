@@ -5,16 +5,10 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import (
-    ProcessedWebhook,
-)
+from bot.domain.model import ProcessedWebhook
 from bot.ports import ConcurrencyError
-from storage.repositories._common import (
-    _is_unique_violation,
-)
-from storage.tables import (
-    ProcessedWebhookRow,
-)
+from storage.repositories._common import _is_unique_violation
+from storage.tables import ProcessedWebhookRow
 
 
 class SqlWebhookLog:
