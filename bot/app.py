@@ -113,7 +113,9 @@ def build_app(
     notifiers: dict[str, PipelineNotifier] = {generic.source: generic}
     # Providers are wired only when their settings are present (docs/pipelines/*.md).
     github = GitHubAdapter.from_settings(settings, http, now_clock.now)
-    gitlab = GitLabAdapter.from_settings(settings, http, policy.gitlab.represented_as)
+    gitlab = GitLabAdapter.from_settings(
+        settings, http, policy.gitlab.represented_as, clock=now_clock.now
+    )
     jenkins = JenkinsNotifier.from_settings(settings, http)
     for provider in (github, gitlab):
         if provider is not None:

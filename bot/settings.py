@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     gitlab_url: str | None = None
     gitlab_token: SecretStr | None = None
     gitlab_webhook_token: SecretStr | None = None
+    gitlab_webhook_signing_secret: SecretStr | None = None  # whsec_… (GitLab's signed webhooks)
     jenkins_url: str | None = None  # only input steps under this URL get Jenkins credentials
     jenkins_user: str | None = None
     jenkins_api_token: SecretStr | None = None
@@ -98,7 +99,9 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL")
         return value
 
-    @field_validator("quorum_webhook_secret", "quorum_callback_secret")
+    @field_validator(
+        "quorum_webhook_secret", "quorum_callback_secret", "gitlab_webhook_signing_secret"
+    )
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 import aiohttp
@@ -31,6 +32,7 @@ from bot.pipelines.base import (
 )
 from bot.pipelines.hmac_tokens import TokenVerifier, split_secrets
 from bot.pipelines.outbound import failure, send
+from bot.pipelines.signing import StandardWebhookVerifier
 from bot.ports import DeliveryResult
 from bot.settings import Settings
 
@@ -161,15 +163,19 @@ class GitLabAdapter:
 
     def __init__(
         self,
-        verifier: TokenVerifier,
+        verifier: TokenVerifier | None,
         http: Callable[[], aiohttp.ClientSession],
         *,
+        signature: StandardWebhookVerifier | None = None,
         gitlab_url: str | None,
         api_token: str | None,
         represented_as: Mapping[str, str] | None = None,
         user_agent: str = "Quorum",
     ) -> None:
+        if verifier is None and signature is None:
+            raise ValueError("GitLab webhooks need a token or a signing secret to be verified")
         self._verifier = verifier
+        self._signature = signature
         self._http = http
         self._gitlab_url = gitlab_url.rstrip("/") if gitlab_url else None
         self.__api_token = api_token
@@ -177,7 +183,10 @@ class GitLabAdapter:
         self._user_agent = user_agent
 
     def __repr__(self) -> str:
-        return f"GitLabAdapter(verifier={self._verifier!r}, gitlab_url={self._gitlab_url!r})"
+        return (
+            f"GitLabAdapter(verifier={self._verifier!r}, signature={self._signature!r}, "
+            f"gitlab_url={self._gitlab_url!r})"
+        )
 
     @classmethod
     def from_settings(
@@ -185,16 +194,20 @@ class GitLabAdapter:
         settings: Settings,
         http: Callable[[], aiohttp.ClientSession],
         represented_as: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> GitLabAdapter | None:
-        """The adapter when GITLAB_WEBHOOK_TOKEN is set (decisions also need GITLAB_URL and
-        GITLAB_TOKEN; without them each delivery fails visibly on the card)."""
+        """The adapter when GITLAB_WEBHOOK_TOKEN or GITLAB_WEBHOOK_SIGNING_SECRET is set
+        (decisions also need GITLAB_URL and GITLAB_TOKEN; without them each delivery fails
+        visibly on the card)."""
         tokens = split_secrets(settings.gitlab_webhook_token)
-        if not tokens:
+        signing = split_secrets(settings.gitlab_webhook_signing_secret)
+        if not tokens and not signing:
             return None
         api_token = settings.gitlab_token.get_secret_value() if settings.gitlab_token else None
         return cls(
-            TokenVerifier(tokens, header="X-Gitlab-Token"),
+            TokenVerifier(tokens, header="X-Gitlab-Token") if tokens else None,
             http,
+            signature=StandardWebhookVerifier(signing, clock=clock) if signing else None,
             gitlab_url=settings.gitlab_url,
             api_token=api_token,
             represented_as=represented_as,
@@ -204,7 +217,12 @@ class GitLabAdapter:
 
     def parse(self, body: bytes, headers: Mapping[str, str]) -> InboundRequest | InboundUpdate:
         lowered = {key.lower(): value for key, value in headers.items()}
-        self._verifier.verify(lowered.get("x-gitlab-token"))
+        # GitLab signs with the Standard Webhooks scheme when a signing token is configured;
+        # the older shared X-Gitlab-Token is checked when it is configured. Both may be.
+        if self._signature is not None:
+            self._signature.verify(body, lowered)
+        if self._verifier is not None:
+            self._verifier.verify(lowered.get("x-gitlab-token"))
         hook = lowered.get("x-gitlab-event", "").strip()
         if hook != HOOK:
             raise Ignored(f"{hook or 'an event without X-Gitlab-Event'} is not gated", status=204)
@@ -213,6 +231,7 @@ class GitLabAdapter:
         # only have the event UUID, and without either an identical body is the same delivery.
         delivery_id = (
             lowered.get("idempotency-key", "").strip()
+            or lowered.get("webhook-id", "").strip()
             or lowered.get("x-gitlab-event-uuid", "").strip()
             or f"sha256:{digest}"
         )[:256]

@@ -265,3 +265,46 @@ def test_closing_reasons(status: str, actor: str | None, reason: str) -> None:
         body_sha256="0" * 64,
     )
     assert closing_reason(update) == reason
+
+
+SIGNING = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _signed_adapter(*, with_token: bool) -> GitLabAdapter:
+    from bot.pipelines.signing import StandardWebhookVerifier
+
+    return GitLabAdapter(
+        TokenVerifier([TOKEN], header="X-Gitlab-Token") if with_token else None,
+        lambda: aiohttp.ClientSession(),
+        signature=StandardWebhookVerifier([SIGNING], clock=lambda: NOW),
+        gitlab_url="https://gitlab.example.com",
+        api_token=API_TOKEN,
+    )
+
+
+@pytest.mark.parametrize("with_token", [False, True])
+def test_standard_webhooks_signature_when_a_signing_secret_is_configured(
+    with_token: bool,
+) -> None:
+    from bot.pipelines.signing import StandardWebhookSigner
+
+    body = _raw(deployment_event(status="blocked", environment="production"))
+    signed = StandardWebhookSigner(SIGNING).sign("msg_gitlab_1", NOW, body)
+    headers = {"X-Gitlab-Event": "Deployment Hook", **signed}
+    if with_token:
+        headers["X-Gitlab-Token"] = TOKEN
+    inbound = _signed_adapter(with_token=with_token).parse(body, headers)
+    assert isinstance(inbound, InboundRequest)
+    assert inbound.delivery_id == "msg_gitlab_1"  # the webhook-id dedupes retries
+
+    tampered = body.replace(b"production", b"staging")
+    with pytest.raises(SignatureError):
+        _signed_adapter(with_token=with_token).parse(tampered, headers)
+    unsigned = {"X-Gitlab-Event": "Deployment Hook", "X-Gitlab-Token": TOKEN}
+    with pytest.raises(SignatureError):
+        _signed_adapter(with_token=with_token).parse(body, unsigned)
+
+
+def test_an_adapter_needs_some_way_to_verify() -> None:
+    with pytest.raises(ValueError, match="token or a signing secret"):
+        GitLabAdapter(None, lambda: aiohttp.ClientSession(), gitlab_url=None, api_token=None)
