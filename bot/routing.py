@@ -210,17 +210,31 @@ def route(
     )
 
 
-def break_glass_rules(policy: Policy, route: Route) -> tuple[Rule, ...]:
-    """The extra rules a break-glass request adds (`from: owner` resolved as in `route`)."""
+def break_glass_rules(
+    policy: Policy,
+    route: Route | None = None,
+    *,
+    owner_team: str | None = None,
+    broken_by: str | None = None,
+) -> tuple[Rule, ...]:
+    """The extra rules a break-glass request adds (`from: owner` resolved as in `route`, or to
+    `owner_team`). Whoever breaks glass (`broken_by`) may not fill them."""
     if policy.break_glass is None:
         return ()
+    owner = route.owner_team if route is not None else owner_team
     rules: list[Rule] = []
     for rule in policy.break_glass.extra_rules:
         team = rule.from_
         if rule.from_owner:
-            team = route.owner_team or policy.release_managers or policy.break_glass.allowed
+            team = owner or policy.release_managers or policy.break_glass.allowed
         rules.append(
-            Rule(name=rule.name, team=team, approvals=rule.approvals, origin="break-glass")
+            Rule(
+                name=rule.name,
+                team=team,
+                approvals=rule.approvals,
+                origin="break-glass",
+                excluded=(broken_by,) if broken_by else (),
+            )
         )
     return tuple(rules)
 

@@ -14,6 +14,7 @@ from bot.domain.model import ApprovalRequest, OutgoingMessage, Rule
 from bot.domain.quorum import tally
 from bot.domain.when import describe
 from bot.policy import Policy
+from bot.routing import break_glass_rules
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.freezes import is_release_manager, policy_zone, require_release_manager
@@ -31,23 +32,7 @@ def extra_rules(
 ) -> tuple[Rule, ...]:
     """The policy's break-glass rules for `request` (`from: owner` resolved as routing does).
     Whoever breaks glass may not fill them: the extra approval must come from someone else."""
-    if policy.break_glass is None:
-        return ()
-    rules: list[Rule] = []
-    for rule in policy.break_glass.extra_rules:
-        team = rule.from_
-        if rule.from_owner:
-            team = request.owner_team or policy.release_managers or policy.break_glass.allowed
-        rules.append(
-            Rule(
-                name=rule.name,
-                team=team,
-                approvals=rule.approvals,
-                origin="break-glass",
-                excluded=(broken_by,) if broken_by else (),
-            )
-        )
-    return tuple(rules)
+    return break_glass_rules(policy, owner_team=request.owner_team, broken_by=broken_by)
 
 
 async def may_break_glass(deps: Deps, request_id: str, actor: str) -> ApprovalRequest:
