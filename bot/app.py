@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from bot.background import BackgroundTasks
 from bot.clock import SystemClock
+from bot.domain.model import RecordedEvent
 from bot.pipelines.base import InboundRequest, InboundUpdate, PipelineAdapter
 from bot.pipelines.generic import GenericAdapter
 from bot.pipelines.github import GitHubAdapter
@@ -28,6 +29,7 @@ from bot.policy import Policy
 from bot.ports import Clock, PipelineNotifier
 from bot.scheduler import Scheduler
 from bot.services.announcing import announce
+from bot.services.audit import request_trail
 from bot.services.breakglass import REVIEW_JOB, remind_reviews
 from bot.services.delivery import deliver_due
 from bot.services.deps import Deps, Tuning
@@ -200,7 +202,16 @@ def build_app(
         public_url=settings.public_url,
         apply_update=apply_update_route,
     )
-    api.register(app, api_token=_optional(settings.quorum_api_token), get_status=status_route)
+
+    async def trail_route(request_id: str) -> Sequence[RecordedEvent]:
+        return await request_trail(app[RUNTIME].database, request_id)
+
+    api.register(
+        app,
+        api_token=_optional(settings.quorum_api_token),
+        get_status=status_route,
+        get_trail=trail_route,
+    )
     slack_events.register(app, bolt=bolt, signing_secret=signing_secret, now=now_clock.now)
     return app
 

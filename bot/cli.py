@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a policy file")
     check.add_argument("path", nargs="?", help="policy file (default: $QUORUM_CONFIG)")
     sub.add_parser("config-schema", help="print the JSON Schema of the policy file")
+    audit = sub.add_parser("audit", help="check the tamper-evident audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if an entry was altered")
     exp = sub.add_parser("explain", help="show how a request would be routed, without sending it")
     exp.add_argument("--service", help="service name (or use --repository)")
     exp.add_argument("--repository", help="repository, matched against services' repo globs")
@@ -70,6 +73,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _explain(args, Path(args.config) if args.config else settings.quorum_config)
     if command == "migrate":
         return _migrate(settings)
+    if command == "audit":
+        return _audit_verify(settings)
     return _serve(settings)
 
 
@@ -127,6 +132,30 @@ def _migrate(settings: Settings) -> int:
 
     asyncio.run(upgrade(settings.database_url_value))
     print("migrated: database is at the newest revision")
+    return EXIT_OK
+
+
+def _audit_verify(settings: Settings) -> int:
+    from bot.services.audit import verify_trail
+    from storage.db import create_engine
+    from storage.uow import SqlDatabase
+
+    async def run() -> int | None:
+        database = SqlDatabase(create_engine(settings.database_url_value))
+        try:
+            return await verify_trail(database)
+        finally:
+            await database.dispose()
+
+    broken = asyncio.run(run())
+    if broken is not None:
+        print(
+            f"audit trail TAMPERED: entry #{broken} does not match its hash or does not link "
+            "to the entry before it",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    print("ok: audit trail intact (every entry links to the one before and its hash recomputes)")
     return EXIT_OK
 
 

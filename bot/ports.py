@@ -20,6 +20,7 @@ from bot.domain.model import (
     Freeze,
     OutgoingMessage,
     ProcessedWebhook,
+    RecordedEvent,
     Vote,
 )
 from bot.domain.quorum import Tally
@@ -139,6 +140,10 @@ class EventLog(Protocol):
         ...
 
     async def list_for(self, request_id: str) -> Sequence[Event]: ...
+
+    async def list_recorded(self, request_id: str) -> Sequence[RecordedEvent]:
+        """The request's entries with their sequence numbers and hashes, in chain order."""
+        ...
 
     async def verify_chain(self) -> int | None:
         """None when the whole chain verifies, else the sequence number of the first bad entry."""

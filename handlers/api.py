@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from bot.domain.model import RecordedEvent
 from bot.pipelines.base import iso_utc
 from bot.services.errors import NotFound
 from bot.services.status import RequestStatus
 from handlers.errors import json_error
 
 GetStatus = Callable[[str], Awaitable[RequestStatus]]
+GetTrail = Callable[[str], Awaitable[Sequence[RecordedEvent]]]
 
 
-def register(app: web.Application, *, api_token: str | None, get_status: GetStatus) -> None:
+def register(
+    app: web.Application, *, api_token: str | None, get_status: GetStatus, get_trail: GetTrail
+) -> None:
     async def handle_request_status(request: web.Request) -> web.Response:
         if not _authorized(request, api_token):
             return web.json_response(
@@ -30,7 +34,21 @@ def register(app: web.Application, *, api_token: str | None, get_status: GetStat
             return json_error(404, exc.message)
         return web.json_response(render_status(status))
 
+    async def handle_request_events(request: web.Request) -> web.Response:
+        if not _authorized(request, api_token):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="quorum"'},
+            )
+        try:
+            trail = await get_trail(request.match_info["request_id"])
+        except NotFound as exc:
+            return json_error(404, exc.message)
+        return web.json_response({"events": [render_event(entry) for entry in trail]})
+
     app.router.add_get("/api/v1/requests/{request_id}", handle_request_status)
+    app.router.add_get("/api/v1/requests/{request_id}/events", handle_request_events)
 
 
 def _authorized(request: web.Request, api_token: str | None) -> bool:
@@ -45,6 +63,20 @@ def _authorized(request: web.Request, api_token: str | None) -> bool:
 
 def _time(value: Any) -> str | None:
     return iso_utc(value) if value is not None else None
+
+
+def render_event(entry: RecordedEvent) -> dict[str, Any]:
+    """One audit entry as docs/openapi.yaml `AuditEvent` describes it."""
+    event = entry.event
+    return {
+        "seq": entry.seq,
+        "kind": event.kind,
+        "at": iso_utc(event.at),
+        "actor": event.actor,
+        "data": dict(event.data),
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 def render_status(status: RequestStatus) -> dict[str, Any]:

@@ -179,6 +179,16 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An audit-trail entry as stored: its place in the chain and the hashes that link it."""
+
+    seq: int
+    event: Event
+    prev_hash: str
+    hash: str
+
+
 @dataclass(slots=True)
 class Delivery:
     """A pipeline callback in the outbox; retried with backoff until delivered or given up."""

@@ -9,7 +9,7 @@ from typing import Any, Final
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain.model import Event
+from bot.domain.model import Event, RecordedEvent
 from storage.repositories._common import _aware, _plain_json, _table, event_hash
 from storage.tables import EventRow
 
@@ -92,6 +92,18 @@ class SqlEventLog:
             select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)
         )
         return [_event_from_row(row) for row in rows]
+
+    async def list_recorded(self, request_id: str) -> Sequence[RecordedEvent]:
+        await self.flush()
+        rows = await self._session.scalars(
+            select(EventRow).where(EventRow.request_id == request_id).order_by(EventRow.seq)
+        )
+        return [
+            RecordedEvent(
+                seq=int(row.seq), event=_event_from_row(row), prev_hash=row.prev_hash, hash=row.hash
+            )
+            for row in rows
+        ]
 
     async def verify_chain(self) -> int | None:
         """None when every entry links to its predecessor and its hash recomputes, else the
