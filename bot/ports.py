@@ -6,7 +6,7 @@ Implemented by `storage/` (unit of work), `handlers/slack_chat.py` (chat, direct
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -77,8 +77,11 @@ class RequestRepository(Protocol):
 
     async def list_open(self) -> Sequence[ApprovalRequest]: ...
 
-    async def list_card_out_of_date(self, limit: int) -> Sequence[ApprovalRequest]:
-        """Requests whose Slack card has not been posted yet or shows an older revision."""
+    async def list_card_out_of_date(
+        self, limit: int, *, skip: Collection[str] = ()
+    ) -> Sequence[ApprovalRequest]:
+        """Requests whose Slack card has not been posted yet or shows an older revision;
+        pending requests in `skip` whose card is posted are left out (their updates are paced)."""
         ...
 
     async def mark_card_synced(

@@ -68,7 +68,9 @@ async def sync_cards(deps: Deps) -> int:
     async with deps.database.unit_of_work(read_only=True) as uow:
         stale = [
             request
-            for request in await uow.requests.list_card_out_of_date(deps.tuning.batch_size)
+            for request in await uow.requests.list_card_out_of_date(
+                deps.tuning.batch_size, skip=throttle.waiting()
+            )
             # New cards and decided requests go out at once; a pending card under a burst of
             # votes is updated at most once a second (it stays out of date for a later sweep).
             if throttle.due(

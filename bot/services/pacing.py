@@ -48,6 +48,11 @@ class CardThrottle:
         last = self._last.get(request_id)
         return urgent or last is None or self.clock() - last >= self.interval
 
+    def waiting(self) -> frozenset[str]:
+        """Requests whose pending card was updated less than `interval` ago."""
+        now = self.clock()
+        return frozenset(rid for rid, at in self._last.items() if now - at < self.interval)
+
     def updated(self, request_id: str) -> None:
         if len(self._last) > 10_000:  # forget old entries; a forgotten card is simply due
             self._last.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from enum import Enum
@@ -22,7 +22,7 @@ from bot.domain.model import (
     Rule,
 )
 from bot.ports import ConcurrencyError
-from storage.repositories._common import _plain_json
+from storage.repositories._common import _plain_json, _table
 from storage.tables import RequestRow
 
 # SLA timer columns of `requests` that the domain may carry as `ApprovalRequest` fields; each one
@@ -322,12 +322,29 @@ class SqlRequestRepository:
         )
         return int(count or 0)
 
-    async def list_card_out_of_date(self, limit: int) -> Sequence[ApprovalRequest]:
+    async def list_card_out_of_date(
+        self, limit: int, *, skip: Collection[str] = ()
+    ) -> Sequence[ApprovalRequest]:
+        """Requests whose card is not posted yet or shows an older revision, oldest first.
+        `skip` leaves out pending requests with a posted card (cards being paced): they are
+        filtered on a narrow Core read, so only the cards due now are loaded in full."""
+        table = _table(RequestRow)
+        due = [
+            request_id
+            for request_id, message_ts, state in await self._session.execute(
+                select(table.c.id, table.c.message_ts, table.c.state)
+                .where(table.c.card_revision < table.c.revision)
+                .order_by(table.c.created_at, table.c.id)
+                .limit(limit + len(skip))  # at most len(skip) of them are left out
+            )
+            if message_ts is None or state != RequestState.PENDING.value or request_id not in skip
+        ][:limit]
+        if not due:
+            return []
         rows = await self._session.scalars(
             select(RequestRow)
-            .where(RequestRow.card_revision < RequestRow.revision)
+            .where(RequestRow.id.in_(due))
             .order_by(RequestRow.created_at, RequestRow.id)
-            .limit(limit)
             .execution_options(populate_existing=True)
         )
         return [_request_from_row(row) for row in rows]
