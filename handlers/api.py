@@ -23,11 +23,7 @@ def register(
 ) -> None:
     async def handle_request_status(request: web.Request) -> web.Response:
         if not _authorized(request, api_token):
-            return web.json_response(
-                {"error": "missing or wrong bearer token"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="quorum"'},
-            )
+            return _unauthorized()
         try:
             status = await get_status(request.match_info["request_id"])
         except NotFound as exc:
@@ -36,11 +32,7 @@ def register(
 
     async def handle_request_events(request: web.Request) -> web.Response:
         if not _authorized(request, api_token):
-            return web.json_response(
-                {"error": "missing or wrong bearer token"},
-                status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="quorum"'},
-            )
+            return _unauthorized()
         try:
             trail = await get_trail(request.match_info["request_id"])
         except NotFound as exc:
@@ -49,6 +41,14 @@ def register(
 
     app.router.add_get("/api/v1/requests/{request_id}", handle_request_status)
     app.router.add_get("/api/v1/requests/{request_id}/events", handle_request_events)
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "missing or wrong bearer token"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="quorum"'},
+    )
 
 
 def _authorized(request: web.Request, api_token: str | None) -> bool:
