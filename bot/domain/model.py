@@ -108,6 +108,7 @@ class RequestDetails:
     change_ticket: str | None = None
     links: tuple[Link, ...] = ()
     event: str | None = None
+    requested_service: str | None = None  # what the pipeline named, when the policy has no such
 
 
 @dataclass(slots=True)

@@ -46,7 +46,7 @@ def callback_status(deliveries: list[Delivery]) -> str | None:
 def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
     warnings: list[str] = []
     if request.service is None:
-        named = request.callback.get("requested_service") or "the service"
+        named = request.details.requested_service or "the service"
         warnings.append(f"No owner: {named!r} is not in the policy; routed to the default channel.")
     if request.requester.slack_user is None and not request.self_approval:
         warnings.append(

@@ -68,8 +68,8 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         callback=dict(inbound.callback),
         external_ref=inbound.external_ref,
     )
-    if routed.service is None:
-        request.callback = {**request.callback, "requested_service": routed.requested_service}
+    if routed.service is None:  # shown in the card's "no owner" warning
+        request.details = replace(request.details, requested_service=routed.requested_service)
     start_sla(deps.policy, request, now)  # issue 5 starts it when a freeze ends instead
     try:
         async with deps.database.unit_of_work() as uow:

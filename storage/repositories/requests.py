@@ -91,6 +91,7 @@ def _details_to_json(details: RequestDetails) -> dict[str, Any]:
         "change_ticket": details.change_ticket,
         "links": [{"text": link.text, "url": link.url} for link in details.links],
         "event": details.event,
+        "requested_service": details.requested_service,
     }
 
 
@@ -103,6 +104,7 @@ def _details_from_json(value: Mapping[str, Any]) -> RequestDetails:
         change_ticket=value.get("change_ticket"),
         links=tuple(Link(text=link["text"], url=link["url"]) for link in value.get("links", ())),
         event=value.get("event"),
+        requested_service=value.get("requested_service"),
     )
 
 
