@@ -37,12 +37,20 @@ from bot.services.freezes import FREEZE_JOB, sync_frozen_requests
 from bot.services.intake import Opened, open_request
 from bot.services.jobs import Job
 from bot.services.messaging import MessageSender
-from bot.services.status import RequestStatus, request_status
+from bot.services.status import Backlog, RequestStatus, backlog, request_status
 from bot.services.timers import TimersJob
 from bot.services.updates import Applied, apply_update
 from bot.services.voting import Voting
 from bot.settings import Settings
-from handlers import api, health, slack_actions, slack_events, slash_commands, webhooks
+from handlers import (
+    api,
+    health,
+    metrics,
+    slack_actions,
+    slack_events,
+    slash_commands,
+    webhooks,
+)
 from handlers.slack_chat import SlackChat, SlackDirectory, make_web_client
 from handlers.slack_presenter import SlackAnnouncer
 from storage.db import create_engine
@@ -191,6 +199,11 @@ def build_app(
         return await request_status(app[RUNTIME].deps, request_id)
 
     health.register(app, ping_database=ping_database, policy_loaded=lambda: True)
+
+    async def backlog_route() -> Backlog:
+        return await backlog(app[RUNTIME].deps)
+
+    metrics.register(app, get_backlog=backlog_route)
 
     async def apply_update_route(update: InboundUpdate) -> Applied:
         return await apply_update(app[RUNTIME].deps, update)

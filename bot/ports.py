@@ -175,6 +175,10 @@ class Outbox(Protocol):
 
     async def next_due_at(self) -> datetime | None: ...
 
+    async def count_pending(self) -> int:
+        """Deliveries not yet delivered nor given up."""
+        ...
+
 
 class WebhookLog(Protocol):
     async def get(self, source: str, webhook_id: str) -> ProcessedWebhook | None: ...

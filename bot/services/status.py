@@ -40,3 +40,21 @@ async def request_status(deps: Deps, request_id: str) -> RequestStatus:
         next_timer=timer_note(deps.policy, request, now),
         next_timer_at=next_timer_at(deps.policy, request, now),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What is waiting: for operators' dashboards and alerts."""
+
+    open_requests: int
+    callbacks_pending: int
+    slack_messages_pending: int
+
+
+async def backlog(deps: Deps) -> Backlog:
+    async with deps.database.unit_of_work(read_only=True) as uow:
+        return Backlog(
+            open_requests=await uow.requests.count_open(),
+            callbacks_pending=await uow.outbox.count_pending(),
+            slack_messages_pending=await uow.messages.count_pending(),
+        )

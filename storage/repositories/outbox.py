@@ -107,6 +107,15 @@ class SqlOutbox:
             .execution_options(synchronize_session=False)
         )
 
+    async def count_pending(self) -> int:
+        """Deliveries not yet delivered nor given up (what the pipelines are still owed)."""
+        count: int | None = await self._session.scalar(
+            select(func.count())
+            .select_from(OutboxRow)
+            .where(OutboxRow.state == DeliveryState.PENDING.value)
+        )
+        return count or 0
+
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery can next be claimed (its next attempt, or the end
         of its lease if a worker holds it); None when nothing is pending."""
