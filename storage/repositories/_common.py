@@ -79,6 +79,20 @@ def _is_unique_violation(exc: IntegrityError) -> bool:
     }
 
 
+async def _insert_unless_duplicate(session: AsyncSession, row: Base) -> bool:
+    """Insert `row` in a savepoint; False (and the unit of work still usable) when a unique
+    constraint says it is already there. Other integrity errors propagate."""
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError as exc:
+        if _is_unique_violation(exc):
+            return False
+        raise
+    return True
+
+
 def _table(model: type[Base]) -> Table:
     """The Core table of a mapped class: for the hot paths' executemany statements, which the
     ORM would route through its slower bulk machinery."""

@@ -6,11 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import MessageState, OutgoingMessage
-from storage.repositories._common import _claim_leased, _is_unique_violation, _plain_json
+from storage.repositories._common import (
+    _claim_leased,
+    _insert_unless_duplicate,
+    _plain_json,
+)
 from storage.tables import MessageRow
 
 
@@ -46,33 +49,26 @@ class SqlMessageQueue:
         )
         if exists is not None:
             return False
-        try:
-            async with self._session.begin_nested():
-                self._session.add(
-                    MessageRow(
-                        id=message.id,
-                        dedupe_key=message.dedupe_key,
-                        request_id=message.request_id,
-                        channel=message.channel,
-                        dm=message.dm,
-                        thread_ts=message.thread_ts,
-                        text=message.text,
-                        blocks=[_plain_json(b) for b in message.blocks],
-                        state=message.state.value,
-                        attempts=message.attempts,
-                        not_before=message.not_before,
-                        lease_until=None,
-                        last_error=message.last_error,
-                        created_at=message.created_at,
-                        sent_at=message.sent_at,
-                    )
-                )
-                await self._session.flush()
-        except IntegrityError as exc:
-            if _is_unique_violation(exc):
-                return False
-            raise
-        return True
+        return await _insert_unless_duplicate(
+            self._session,
+            MessageRow(
+                id=message.id,
+                dedupe_key=message.dedupe_key,
+                request_id=message.request_id,
+                channel=message.channel,
+                dm=message.dm,
+                thread_ts=message.thread_ts,
+                text=message.text,
+                blocks=[_plain_json(b) for b in message.blocks],
+                state=message.state.value,
+                attempts=message.attempts,
+                not_before=message.not_before,
+                lease_until=None,
+                last_error=message.last_error,
+                created_at=message.created_at,
+                sent_at=message.sent_at,
+            ),
+        )
 
     async def claim_due(
         self, now: datetime, limit: int, lease_until: datetime

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import ProcessedWebhook
 from bot.ports import ConcurrencyError
-from storage.repositories._common import _is_unique_violation
+from storage.repositories._common import _insert_unless_duplicate
 from storage.tables import ProcessedWebhookRow
 
 
@@ -32,20 +31,17 @@ class SqlWebhookLog:
     async def add(self, record: ProcessedWebhook) -> None:
         """Raises ConcurrencyError when (source, webhook_id) was already recorded; the unit of
         work stays usable."""
-        try:
-            async with self._session.begin_nested():
-                self._session.add(
-                    ProcessedWebhookRow(
-                        source=record.source,
-                        webhook_id=record.webhook_id,
-                        body_sha256=record.body_sha256,
-                        request_id=record.request_id,
-                        received_at=record.received_at,
-                    )
-                )
-        except IntegrityError as exc:
-            if _is_unique_violation(exc):
-                raise ConcurrencyError(
-                    f"webhook {record.source}/{record.webhook_id} was already processed"
-                ) from exc
-            raise
+        added = await _insert_unless_duplicate(
+            self._session,
+            ProcessedWebhookRow(
+                source=record.source,
+                webhook_id=record.webhook_id,
+                body_sha256=record.body_sha256,
+                request_id=record.request_id,
+                received_at=record.received_at,
+            ),
+        )
+        if not added:
+            raise ConcurrencyError(
+                f"webhook {record.source}/{record.webhook_id} was already processed"
+            )
