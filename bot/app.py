@@ -8,6 +8,7 @@ tears them down in order on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -168,8 +169,9 @@ def build_app(
             bolt, deps=deps, voting=voting, chat=chat, background=runtime.background
         )
         await voting.start()
-        # Woken after every vote batch; one sweep per 200 ms serves a burst of votes.
-        scheduler.every(Job.ANNOUNCE, every.announce, lambda: announce(deps), min_gap=0.2)
+        # Woken after every vote batch; under a burst of votes one sweep a second serves them
+        # all (Slack takes about one message a second per channel anyway).
+        scheduler.every(Job.ANNOUNCE, every.announce, lambda: announce(deps), min_gap=1.0)
         scheduler.every(Job.DELIVERIES, every.deliveries, lambda: deliver_due(deps))
         scheduler.every(FREEZE_JOB, 10.0, lambda: sync_frozen_requests(deps))
         scheduler.every(REVIEW_JOB, 300.0, lambda: remind_reviews(deps))
@@ -229,6 +231,19 @@ def build_app(
     return app
 
 
+def freeze_heap_after_startup(app: web.Application) -> None:
+    """After start-up, move every object alive then (modules, the policy, clients) out of the
+    garbage collector's reach (`gc.freeze`): a full collection then walks only what requests
+    created, instead of pausing the event loop for ~100 ms under load. For the serving process
+    only; a process that builds many apps (the tests) would keep each one's garbage forever."""
+
+    async def freeze(_app: web.Application) -> None:
+        gc.collect()
+        gc.freeze()
+
+    app.on_startup.append(freeze)
+
+
 def _secret(value: object, name: str) -> str:
     from pydantic import SecretStr
 
@@ -257,8 +272,10 @@ def serve(settings: Settings, policy: Policy) -> None:
     if settings.is_sqlite:
         asyncio.run(upgrade(settings.database_url_value))
     log.info("serving on http://%s:%d", settings.quorum_host, settings.quorum_port)
+    app = build_app(settings, policy)
+    freeze_heap_after_startup(app)
     web.run_app(
-        build_app(settings, policy),
+        app,
         host=settings.quorum_host,
         port=settings.quorum_port,
         print=None,

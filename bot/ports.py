@@ -6,7 +6,7 @@ Implemented by `storage/` (unit of work), `handlers/slack_chat.py` (chat, direct
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -205,6 +205,11 @@ class DelegationRepository(Protocol):
 
     async def list_active(self, now: datetime) -> Sequence[Delegation]: ...
 
+    async def list_current(self, now: datetime) -> Sequence[Delegation]:
+        """Delegations in force at `now` or later: not ended, not revoked by `now` (the
+        domain's `active_delegators` picks those in force at a given moment)."""
+        ...
+
     async def list_by_delegator(self, delegator: str, now: datetime) -> Sequence[Delegation]: ...
 
     async def revoke(self, delegation_id: str, at: datetime) -> None: ...
@@ -250,6 +255,19 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
+
+    async def write_mark(self) -> Hashable | None:
+        """In a writing unit of work: a value equal to an earlier unit of work's
+        `committed_mark` exactly when nothing else was committed to the database since that
+        commit (by this process or another), so what that unit of work read and wrote is still
+        what is stored. None when the database cannot tell cheaply (then re-read)."""
+        ...
+
+    @property
+    def committed_mark(self) -> Hashable | None:
+        """After `commit()`, when `write_mark()` was taken: the mark a later unit of work sees
+        if nothing else is committed in between. Else None."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

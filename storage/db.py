@@ -10,7 +10,16 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from storage import sqlite_driver
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# The driver must not issue BEGIN itself (the `begin` hook does), and statements take one trip to
+# the connection's thread instead of four (storage/sqlite_driver.py).
+_SQLITE_CONNECT_ARGS: dict[str, Any] = {
+    "isolation_level": None,
+    "async_creator_fn": sqlite_driver.connect,
+}
 
 # Execution option read by the SQLite `begin` hook: how the transaction starts.
 SQLITE_BEGIN = "quorum_sqlite_begin"
@@ -34,7 +43,7 @@ def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
         # SQLite's busy handler (1, 2, 5 … 100 ms steps), which is what made p99 latency high.
         engine = create_async_engine(
             parsed,
-            connect_args={"isolation_level": None},
+            connect_args=_SQLITE_CONNECT_ARGS,
             hide_parameters=True,
             pool_size=1,
             max_overflow=0,
@@ -67,7 +76,7 @@ def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
         return engine
     reader = create_async_engine(
         engine.url,
-        connect_args={"isolation_level": None},
+        connect_args=_SQLITE_CONNECT_ARGS,
         hide_parameters=True,
         pool_size=5,
         max_overflow=10,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.ports import (
@@ -20,7 +22,7 @@ from bot.ports import (
     VoteRepository,
     WebhookLog,
 )
-from storage.db import read_only_engine
+from storage.db import is_sqlite, read_only_engine
 from storage.repositories import (
     SqlDelegationRepository,
     SqlEventLog,
@@ -31,6 +33,18 @@ from storage.repositories import (
     SqlVoteRepository,
     SqlWebhookLog,
 )
+
+
+@dataclass(slots=True)
+class _WriteTracking:
+    """What lets a writing unit of work tell that nothing else was committed since an earlier
+    one (SQLite only): SQLite's `PRAGMA data_version` changes when another connection commits,
+    and `commits` counts the commits of this process's own writer connection."""
+
+    commits: int = 0
+    # The event chain's last hash as of a committed mark: a unit of work that sees that mark
+    # appends to it without reading the tail again.
+    tail: tuple[Hashable, str] | None = None
 
 
 class SqlUnitOfWork:
@@ -46,9 +60,16 @@ class SqlUnitOfWork:
     delegations: DelegationRepository
     messages: MessageQueue
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tracking: _WriteTracking | None = None,
+    ) -> None:
         self._sessions = sessions
         self._session: AsyncSession | None = None
+        self._tracking = tracking  # None: this database cannot tell (read-only, PostgreSQL)
+        self._mark: tuple[int, int] | None = None
+        self._committed: Hashable | None = None
 
     @property
     def session(self) -> AsyncSession:
@@ -61,6 +82,7 @@ class SqlUnitOfWork:
             raise RuntimeError("a unit of work cannot be entered twice")
         session = self._sessions()
         self._session = session
+        self._mark = self._committed = None
         self.requests = SqlRequestRepository(session)
         self.votes = SqlVoteRepository(session)
         self._event_log = SqlEventLog(session)
@@ -86,8 +108,31 @@ class SqlUnitOfWork:
             await session.close()
 
     async def commit(self) -> None:
+        tracking, mark = self._tracking, self._mark
+        tail = tracking.tail if tracking is not None else None
+        if mark is not None and tail is not None and tail[0] == mark:
+            self._event_log.known_tail = tail[1]  # nothing committed since it was written
         await self._event_log.flush()  # appended events are written last, as one batch
         await self.session.commit()
+        if tracking is not None and mark is not None:
+            # Exactly one commit (this one) was counted since the mark: the writer connection
+            # was ours all along, and other connections leave data_version alone until then.
+            self._committed = (mark[0], mark[1] + 1)
+            kept = tail[1] if tail is not None and tail[0] == mark else None
+            last = self._event_log.tail or kept
+            if last is not None:
+                tracking.tail = (self._committed, last)
+
+    async def write_mark(self) -> Hashable | None:
+        if self._tracking is None:
+            return None
+        data_version = await self.session.scalar(text("PRAGMA data_version"))
+        self._mark = (int(data_version or 0), self._tracking.commits)
+        return self._mark
+
+    @property
+    def committed_mark(self) -> Hashable | None:
+        return self._committed
 
     async def rollback(self) -> None:
         await self.session.rollback()
@@ -103,11 +148,20 @@ class SqlDatabase:
         self._writer_sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._reader_engine = read_only_engine(engine)
         self._reader_sessions = async_sessionmaker(self._reader_engine, expire_on_commit=False)
+        self._tracking: _WriteTracking | None = None
+        if is_sqlite(engine):
+            tracking = self._tracking = _WriteTracking()
+
+            @event.listens_for(engine.sync_engine, "commit")
+            def _count_commit(_connection: Connection) -> None:
+                tracking.commits += 1
 
     def unit_of_work(self, *, read_only: bool = False) -> SqlUnitOfWork:
         """A new unit of work. On SQLite a writing one takes the write lock at its first
         statement; `read_only=True` does not (and must not write)."""
-        return SqlUnitOfWork(self._reader_sessions if read_only else self._writer_sessions)
+        if read_only:
+            return SqlUnitOfWork(self._reader_sessions)
+        return SqlUnitOfWork(self._writer_sessions, self._tracking)
 
     async def ping(self) -> None:
         """Raise when the database cannot be reached."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from bot.domain.ballot import Ballot
 from bot.domain.model import ApprovalRequest, Delegation, RequestState, Vote, VoteKind
 from bot.domain.quorum import assigned_rule, eligible_rules, is_eligible, tally, would_help
 
@@ -66,12 +67,12 @@ def check_vote(
     """
     on_behalf = actor is not None and actor != voter
     clicker = actor if actor is not None else voter
-    votes = [vote for vote in votes if vote.request_id == request.id]
+    votes = _ballot_of(request, votes)
 
     if not request.state.is_open:
         return _decided(request, now)
 
-    previous = _previous_vote(votes, voter=voter, clicker=clicker)
+    previous = votes.previous(voter, clicker)
     if previous is not None:
         return _already_voted(previous, voter=voter, clicker=clicker, now=now)
 
@@ -166,6 +167,7 @@ def resolve_voter(
     )
     if not delegators:
         return actor  # the common case: nobody delegated to the actor, no checks to run
+    votes = _ballot_of(request, votes)
     for candidate in (actor, *delegators):
         refusal = check_vote(
             request,
@@ -216,12 +218,11 @@ def _decided(request: ApprovalRequest, now: datetime) -> Refusal:
     return Refusal(RefusalCode.DECIDED, f"This request {what}; your vote was not recorded.")
 
 
-def _previous_vote(votes: Sequence[Vote], *, voter: str, clicker: str) -> Vote | None:
-    people = {voter, clicker}
-    for vote in votes:
-        if vote.voter in people or vote.clicked_by in people:
-            return vote
-    return None
+def _ballot_of(request: ApprovalRequest, votes: Sequence[Vote]) -> Ballot:
+    """The request's own votes as a Ballot (a Ballot of another request counts as none)."""
+    if isinstance(votes, Ballot):
+        return votes if not votes or votes[0].request_id == request.id else Ballot()
+    return Ballot([vote for vote in votes if vote.request_id == request.id])
 
 
 def _past(kind: VoteKind) -> str:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from bot.domain.model import RejectMode, RequestState, Rule, Vote, VoteKind
+from bot.domain.ballot import AssignmentMemo, Ballot
+from bot.domain.model import RejectMode, RequestState, Rule, Vote
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,17 +129,29 @@ def assign(
     )
 
 
-def _approvers_in_order(votes: Sequence[Vote]) -> list[str]:
-    seen: dict[str, None] = {}
-    for vote in votes:
-        if vote.kind is VoteKind.APPROVE:
-            seen.setdefault(vote.voter, None)
-    return list(seen)
-
-
-def _in_cast_order(votes: Sequence[Vote]) -> list[Vote]:
-    # Stable: votes cast at the same instant keep the order the caller (the database) gave them.
-    return sorted(votes, key=lambda vote: vote.cast_at)
+def _assignment(
+    rules: Sequence[Rule], eligible: Mapping[str, frozenset[str]], ballot: Ballot
+) -> tuple[RuleProgress, ...]:
+    """`assign` for the ballot's approvers, reusing the ballot's last assignment when it was made
+    under the same rules and teams: unchanged, or (one rule) extended by the newer approvers, who
+    simply take the free slots in order. Several rules are matched again from scratch."""
+    approvers = ballot.approvers
+    memo = ballot.assignment
+    if memo is not None and memo.rules is rules and memo.eligible is eligible:
+        progress = cast(tuple[RuleProgress, ...], memo.progress)
+        if memo.count == len(approvers):
+            return progress
+        if len(rules) == 1:
+            rule, taken = rules[0], list(progress[0].approvers)
+            for user in approvers[memo.count :]:
+                if len(taken) < rule.approvals and rule.admits(user, eligible):
+                    taken.append(user)
+            progress = (RuleProgress(rule=rule, approvers=tuple(taken)),)
+            ballot.assignment = AssignmentMemo(rules, eligible, len(approvers), progress)
+            return progress
+    progress = assign(rules, eligible, approvers)
+    ballot.assignment = AssignmentMemo(rules, eligible, len(approvers), progress)
+    return progress
 
 
 def tally(
@@ -154,26 +168,26 @@ def tally(
     one). A request with no rules at all is APPROVED by arithmetic; the policy decides whether such
     a request can exist.
     """
-    ordered = _in_cast_order(votes)
-    approvals = tuple(vote for vote in ordered if vote.kind is VoteKind.APPROVE)
-    rejections = tuple(vote for vote in ordered if vote.kind is VoteKind.REJECT)
-    progress = assign(rules, eligible, _approvers_in_order(ordered))
-
+    ballot = Ballot.of(votes)
+    progress = _assignment(rules, eligible, ballot)
     outcome: RequestState | None = None
-    if _is_rejected(rules, eligible, rejections, reject_mode):
+    if _is_rejected(rules, eligible, ballot.rejecters(), reject_mode):
         outcome = RequestState.REJECTED
     elif all(p.met for p in progress):
         outcome = RequestState.APPROVED
-    return Tally(rules=progress, approvals=approvals, rejections=rejections, outcome=outcome)
+    return Tally(
+        rules=progress, approvals=ballot.approvals, rejections=ballot.rejections, outcome=outcome
+    )
 
 
 def _is_rejected(
     rules: Sequence[Rule],
     eligible: Mapping[str, frozenset[str]],
-    rejections: Sequence[Vote],
+    rejecters: set[str],
     reject_mode: RejectMode,
 ) -> bool:
-    rejecters = {vote.voter for vote in rejections}
+    if not rejecters:
+        return False
     if reject_mode is RejectMode.ANY:
         return any(is_eligible(rules, eligible, user) for user in rejecters)
     for rule in rules:
@@ -193,17 +207,17 @@ def would_help(
 
     False when the voter already approved (a person counts once per request).
     """
-    approvers = _approvers_in_order(_in_cast_order(votes))
-    if voter in approvers:
+    ballot = Ballot.of(votes)
+    if ballot.has_approved(voter):
         return False
     mine = [i for i, rule in enumerate(rules) if rule.admits(voter, eligible)]
     if not mine:
         return False
-    current = assign(rules, eligible, approvers)
+    current = _assignment(rules, eligible, ballot)
     if any(not current[i].met for i in mine):
         return True  # a free slot on one of the voter's rules: no re-assignment needed
     before = filled_slots(current)
-    after = filled_slots(assign(rules, eligible, [*approvers, voter]))
+    after = filled_slots(assign(rules, eligible, [*ballot.approvers, voter]))
     return after > before
 
 
@@ -218,7 +232,7 @@ def assigned_rule(
     None when the approval would not be assigned to any rule. Later approvals may move it; the
     tally is always recomputed from the votes, so this is a record of intent, not of state.
     """
-    approvers = _approvers_in_order(_in_cast_order(votes))
+    approvers = Ballot.of(votes).approvers
     if voter not in approvers:
         approvers.append(voter)
     for progress in assign(rules, eligible, approvers):

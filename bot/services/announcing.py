@@ -17,6 +17,7 @@ from bot.domain.quorum import tally
 from bot.ports import CardStatus, PostedMessage
 from bot.services.deps import Deps
 from bot.services.freezes import card_note, windows_at
+from bot.services.pacing import CARD_UPDATES
 from bot.services.progress import PROGRESS, on_card_posted
 from bot.services.teams import request_team_members
 from bot.services.timers import timer_note
@@ -64,18 +65,18 @@ async def sync_cards(deps: Deps) -> int:
     One read for the whole sweep; a new card's position is recorded right after it is posted
     (a crash must not post it twice), updated cards' revisions in one write at the end (an
     update repeated after a crash is harmless)."""
-    throttle = deps.pacing.cards
+    throttle, budget = deps.pacing.cards, deps.pacing.updates
     async with deps.database.unit_of_work(read_only=True) as uow:
+        # New cards and decided requests go out at once; a pending card under a burst of votes
+        # is updated at most once a second, and all pending cards together within the
+        # workspace's chat.update budget (the others stay out of date for a later sweep).
         stale = [
             request
             for request in await uow.requests.list_card_out_of_date(
                 deps.tuning.batch_size, skip=throttle.waiting()
             )
-            # New cards and decided requests go out at once; a pending card under a burst of
-            # votes is updated at most once a second (it stays out of date for a later sweep).
-            if throttle.due(
-                request.id, urgent=request.message_ts is None or not request.state.is_open
-            )
+            if _urgent(request)
+            or (throttle.due(request.id, urgent=False) and budget.take(CARD_UPDATES))
         ]
         if not stale:
             return 0

@@ -96,7 +96,17 @@ def _calendar(policy: Policy, start: datetime, end: datetime) -> list[FreezeWind
 
 async def windows_at(uow: UnitOfWork, policy: Policy, now: datetime) -> list[FreezeWindow]:
     """Every window that is active at `now` or starts soon enough to extend a running freeze."""
-    adhoc = [window_of(f) for f in await uow.freezes.list_current(now)]
+    return windows_from(await uow.freezes.list_current(now), policy, now)
+
+
+def windows_from(freezes: Iterable[Freeze], policy: Policy, now: datetime) -> list[FreezeWindow]:
+    """`windows_at` from freezes read earlier (`FreezeRepository.list_current` at or before
+    `now`, with nothing written since): those over by `now` are left out."""
+    adhoc = [
+        window_of(f)
+        for f in freezes
+        if (f.ended_at is None or f.ended_at > now) and (f.ends_at is None or f.ends_at > now)
+    ]
     return adhoc + _calendar(policy, now, now + _CHAIN_HORIZON)
 
 

@@ -59,7 +59,14 @@ class CardThrottle:
         self._last[request_id] = self.clock()
 
 
+CARD_UPDATES = "chat.update"  # the key of the workspace-wide budget in `SlackPacing.updates`
+
+
 @dataclass(slots=True)
 class SlackPacing:
     replies: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=1.0, burst=5.0))
     cards: CardThrottle = field(default_factory=CardThrottle)
+    # chat.update is a Tier 3 method: about 50 calls a minute per workspace. Updates of pending
+    # cards share this budget (a burst of 20, then one a second); new cards and decisions do not
+    # wait for it, so under a storm of votes the cards that matter most go first.
+    updates: TokenBuckets = field(default_factory=lambda: TokenBuckets(rate=1.0, burst=20.0))

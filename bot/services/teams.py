@@ -22,19 +22,35 @@ def _static_members(policy: Policy, name: str) -> frozenset[str]:
     return cached[1]
 
 
-async def team_members(deps: Deps, teams: Iterable[str]) -> Mapping[str, frozenset[str]]:
-    """Members of each named team (the Directory caches user groups for a few minutes)."""
-    members: dict[str, frozenset[str]] = {}
-    for name in set(teams):
+async def _usergroups(deps: Deps, names: Iterable[str]) -> dict[str, frozenset[str]]:
+    """The current members of the user group of each named team that has one (the Directory
+    caches them for a few minutes)."""
+    groups: dict[str, frozenset[str]] = {}
+    for name in names:
         team = deps.policy.team(name)
-        if team is None:  # the policy changed under an open request: nobody is eligible via it
-            members[name] = frozenset()
+        if team is not None and team.usergroup:
+            groups[name] = await deps.directory.usergroup_members(team.usergroup)
+    return groups
+
+
+def _members(
+    policy: Policy, names: Iterable[str], groups: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    members: dict[str, frozenset[str]] = {}
+    for name in names:
+        if policy.team(name) is None:  # the policy changed under an open request: nobody is
+            members[name] = frozenset()  # eligible via this team
             continue
-        people = _static_members(deps.policy, name)
-        if team.usergroup:
-            people = people | await deps.directory.usergroup_members(team.usergroup)
-        members[name] = people
+        people = _static_members(policy, name)
+        group = groups.get(name)
+        members[name] = people | group if group is not None else people
     return members
+
+
+async def team_members(deps: Deps, teams: Iterable[str]) -> Mapping[str, frozenset[str]]:
+    """Members of each named team: static members plus its user group's."""
+    names = set(teams)
+    return _members(deps.policy, names, await _usergroups(deps, names))
 
 
 def escalated_teams(policy: Policy, request: ApprovalRequest) -> tuple[str, ...]:
@@ -58,11 +74,38 @@ def with_escalations(
     return {team: members.get(team, frozenset()) | extra for team in rule_teams}
 
 
+# The last answer per (policy, rule teams, escalations), with the user-group member sets it was
+# built from: while the policy and those sets (the Directory's cached objects) are unchanged, the
+# same mapping object is returned, so the vote checks can reuse what they computed for it.
+_REQUEST_MEMBERS: dict[
+    tuple[int, frozenset[str], tuple[str, ...]],
+    tuple[Policy, tuple[frozenset[str], ...], Mapping[str, frozenset[str]]],
+] = {}
+_REQUEST_MEMBERS_MAX = 1024
+
+
 async def request_team_members(
     deps: Deps, request: ApprovalRequest
 ) -> Mapping[str, frozenset[str]]:
     """Who may vote for each of `request`'s rules, escalations included."""
-    rule_teams = {rule.team for rule in request.rules}
-    escalated = escalated_teams(deps.policy, request)
-    members = await team_members(deps, rule_teams.union(escalated))
-    return with_escalations(members, rule_teams, escalated) if escalated else members
+    policy = deps.policy
+    rule_teams = frozenset(rule.team for rule in request.rules)
+    escalated = escalated_teams(policy, request)
+    names = sorted(rule_teams.union(escalated))
+    groups = await _usergroups(deps, names)
+    sets = tuple(groups.values())
+    key = (id(policy), rule_teams, escalated)
+    cached = _REQUEST_MEMBERS.get(key)
+    if (
+        cached is not None
+        and cached[0] is policy
+        and len(cached[1]) == len(sets)
+        and all(old is new for old, new in zip(cached[1], sets, strict=True))
+    ):
+        return cached[2]
+    members = _members(policy, names, groups)
+    result = with_escalations(members, rule_teams, escalated) if escalated else members
+    if len(_REQUEST_MEMBERS) >= _REQUEST_MEMBERS_MAX:
+        _REQUEST_MEMBERS.clear()
+    _REQUEST_MEMBERS[key] = (policy, sets, result)
+    return result

@@ -16,21 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from bot.domain import events
+from bot.domain.ballot import Ballot
 from bot.domain.decisions import apply_outcome
 from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter
 from bot.domain.freezes import FreezeWindow
-from bot.domain.model import ApprovalRequest, Delegation, Vote, VoteKind
+from bot.domain.model import ApprovalRequest, Delegation, Freeze, Vote, VoteKind
 from bot.domain.quorum import tally
 from bot.ports import UnitOfWork
 from bot.services import progress
 from bot.services.decisions import record_decision
 from bot.services.deps import Deps
-from bot.services.freezes import frozen_reason_in, windows_at
+from bot.services.freezes import frozen_reason_in, windows_from
 from bot.services.jobs import Job
 from bot.services.teams import request_team_members
 
@@ -40,6 +41,7 @@ _MAX_BATCH = 256
 # What recording votes changes on a request (the revision is bumped by every save).
 _VOTE_CHANGES = ("state", "decided_at", "decision_reason")
 _DELEGATIONS_TTL = timedelta(seconds=5)
+_SNAPSHOTS = 2048  # requests whose snapshot is cached (insertion order: oldest write first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,16 @@ class VoteResult:
 @dataclass(slots=True)
 class _Snapshot:
     request: ApprovalRequest
-    votes: list[Vote]
+    votes: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What the writer read in its last batch, with the database's mark after that commit."""
+
+    mark: Hashable
+    delegations: Sequence[Delegation]
+    freezes: Sequence[Freeze] | None  # None: not read (a batch of rejections only)
 
 
 @dataclass(slots=True)
@@ -71,6 +82,11 @@ class _Pending:
     future: asyncio.Future[VoteResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+def _retrieved(future: asyncio.Future[_Snapshot | None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _not_found(request_id: str) -> Refusal:
@@ -83,14 +99,26 @@ class Voting:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._snapshots: dict[str, _Snapshot] = {}
+        self._loading: dict[str, asyncio.Future[_Snapshot | None]] = {}
+        self._loader: asyncio.Task[None] | None = None
         self._delegations: tuple[datetime, Sequence[Delegation]] | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._written: _Written | None = None
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="quorum-vote-writer")
 
     async def stop(self) -> None:
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
+            self._loader = None
+        waiting, self._loading = self._loading, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(RuntimeError("Quorum is shutting down"))
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,14 +164,48 @@ class Voting:
         due = cached.request.next_due_at if cached is not None else None
         if cached is not None and (due is None or due > self._deps.clock.now()):
             return cached
-        async with self._deps.database.unit_of_work(read_only=True) as uow:
-            request = await uow.requests.get(request_id)
-            if request is None:
-                return None
-            votes = list(await uow.votes.list_for(request_id))
-        snapshot = _Snapshot(request=request, votes=votes)
+        loading = self._loading.get(request_id)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_future()
+            loading.add_done_callback(_retrieved)  # every waiter may have given up
+            self._loading[request_id] = loading
+            if self._loader is None or self._loader.done():
+                self._loader = asyncio.create_task(self._load_snapshots(), name="quorum-snapshots")
+        # shield: one click giving up must not cancel the read the others wait on.
+        return await asyncio.shield(loading)
+
+    async def _load_snapshots(self) -> None:
+        """Read every snapshot clicks are waiting for, together: a new card draws many clicks
+        at once, and they share one read of two statements instead of one read each."""
+        while self._loading:
+            waiting, self._loading = self._loading, {}
+            try:
+                async with self._deps.database.unit_of_work(read_only=True) as uow:
+                    requests = await uow.requests.get_many(list(waiting))
+                    votes = await uow.votes.list_for_many(list(requests))
+            except Exception as exc:
+                for future in waiting.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for request_id, future in waiting.items():
+                request = requests.get(request_id)
+                snapshot = None
+                if request is not None:
+                    snapshot = _Snapshot(request=request, votes=Ballot(votes[request_id]))
+                    newer = self._snapshots.get(request_id)  # the writer may have committed since
+                    if newer is not None and newer.request.revision > request.revision:
+                        snapshot = newer
+                    self._remember(request_id, snapshot)
+                if not future.done():
+                    future.set_result(snapshot)
+
+    def _remember(self, request_id: str, snapshot: _Snapshot) -> None:
+        """Cache a snapshot; the least recently written ones go first beyond `_SNAPSHOTS`."""
+        self._snapshots.pop(request_id, None)
         self._snapshots[request_id] = snapshot
-        return snapshot
+        while len(self._snapshots) > _SNAPSHOTS:
+            del self._snapshots[next(iter(self._snapshots))]
 
     async def _active_delegations(self) -> Sequence[Delegation]:
         now = self._deps.clock.now()
@@ -209,14 +271,31 @@ class Voting:
                     pending.future.set_result(result)
 
     async def _write(self, batch: Sequence[_Pending]) -> list[VoteResult]:
+        try:
+            return await self._write_batch(batch)
+        except BaseException:
+            self._written = None  # what it read may be gone with the rollback
+            raise
+
+    async def _write_batch(self, batch: Sequence[_Pending]) -> list[VoteResult]:
         deps = self._deps
         async with deps.database.unit_of_work() as uow:
             now = deps.clock.now()
-            delegations = await uow.delegations.list_active(now)
+            # Delegations and freezes as stored now. When nothing was committed since this
+            # writer's previous batch (the database can tell), what that batch read still holds.
+            mark = await uow.write_mark()
+            kept = self._written if mark is not None and self._written is not None else None
+            kept = kept if kept is not None and kept.mark == mark else None
+            delegations = (
+                kept.delegations if kept is not None else await uow.delegations.list_current(now)
+            )
             states = await _load_locked(uow, [p.command.request_id for p in batch], self._snapshots)
             # Freeze windows once per batch (rejections are never paused, so none needed then).
             approving = any(p.command.kind is VoteKind.APPROVE for p in batch)
-            windows = await windows_at(uow, deps.policy, now) if approving else []
+            freezes = kept.freezes if kept is not None else None
+            if freezes is None and approving:
+                freezes = await uow.freezes.list_current(now)
+            windows = windows_from(freezes or (), deps.policy, now) if approving else []
             changed: set[str] = set()
             results: list[VoteResult] = []
             new_votes: list[Vote] = []
@@ -238,8 +317,10 @@ class Voting:
                 [states[rid].request for rid in sorted(changed)], only=_VOTE_CHANGES
             )
             await uow.commit()
-        for rid, state in states.items():
-            self._snapshots[rid] = _Snapshot(request=state.request, votes=list(state.votes))
+        committed = uow.committed_mark
+        self._written = None if committed is None else _Written(committed, delegations, freezes)
+        for rid, state in states.items():  # the batch's copies are now what is stored
+            self._remember(rid, state)
         if changed:
             deps.wake(Job.ANNOUNCE)
             if any(r.decided for r in results):
@@ -298,13 +379,13 @@ async def _load_locked(
     for rid, revision in revisions.items():
         snapshot = cached.get(rid)
         if snapshot is not None and snapshot.request.revision == revision:
-            found[rid] = _Snapshot(request=replace(snapshot.request), votes=list(snapshot.votes))
+            found[rid] = _Snapshot(request=replace(snapshot.request), votes=snapshot.votes.copy())
     stale = [rid for rid in revisions if rid not in found]
     if stale:
         requests = await uow.requests.get_many_for_update(stale)
         votes = await uow.votes.list_for_many(list(requests))
         for rid, request in requests.items():
-            found[rid] = _Snapshot(request=request, votes=list(votes[rid]))
+            found[rid] = _Snapshot(request=request, votes=Ballot(votes[rid]))
     return found
 
 
@@ -336,20 +417,16 @@ async def _record(
     )
     if refusal is not None:
         return VoteResult(request=request, refusal=refusal)
-    vote = Vote(
-        request_id=request.id,
-        voter=voter,
-        kind=command.kind,
-        cast_at=now,
-        reason=(command.reason or "").strip() or None,
-        actor=command.actor if command.actor != voter else None,
-    )
-    outcome = tally(request.rules, eligible, [*state.votes, vote], request.reject_mode)
+    reason = (command.reason or "").strip() or None
+    actor = command.actor if command.actor != voter else None
+    vote = Vote(request.id, voter, command.kind, now, reason, actor)
+    state.votes.append(vote)
+    outcome = tally(request.rules, eligible, state.votes, request.reject_mode)
     if vote.kind is VoteKind.APPROVE:  # record the rule the approval was assigned to
         rule = next((p.rule.name for p in outcome.rules if voter in p.approvers), None)
-        vote = replace(vote, rule=rule)
+        vote = Vote(request.id, voter, command.kind, now, reason, actor, rule)
+        state.votes.replace_last(vote)
     await uow.events.append(events.vote_recorded(vote))
-    state.votes.append(vote)
     decided = apply_outcome(request, outcome, now)
     if decided:
         await record_decision(deps, uow, request, state.votes, outcome, now)

@@ -64,6 +64,16 @@ class SqlDelegationRepository:
         )
         return [_delegation_from_row(row) for row in rows]
 
+    async def list_current(self, now: datetime) -> Sequence[Delegation]:
+        """Delegations not ended nor revoked at `now` (in force, or starting later), by start."""
+        rows = await self._session.scalars(
+            select(DelegationRow)
+            .where(DelegationRow.ends_at > now, _not_revoked(now))
+            .order_by(DelegationRow.starts_at, DelegationRow.id)
+            .execution_options(populate_existing=True)
+        )
+        return [_delegation_from_row(row) for row in rows]
+
     async def list_by_delegator(self, delegator: str, now: datetime) -> Sequence[Delegation]:
         """The delegator's delegations that are active or upcoming at `now`, by start."""
         rows = await self._session.scalars(

@@ -31,6 +31,10 @@ class SqlEventLog:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
         self._pending: list[tuple[Event, dict[str, Any], datetime]] = []
+        # Set by the unit of work when it knows the chain's last hash (nothing was committed
+        # since it was written): `flush` then need not read it. `tail`: the last hash written.
+        self.known_tail: str | None = None
+        self.tail: str | None = None
 
     async def append(self, event: Event) -> None:
         """Append one event to the chain (written at the latest when the unit of work commits)."""
@@ -57,7 +61,7 @@ class SqlEventLog:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENT_CHAIN_LOCK_KEY}
             )
         await self._session.flush()  # rows added through the ORM must come first in the chain
-        prev_hash = await self._session.scalar(
+        prev_hash = self.known_tail or await self._session.scalar(
             select(EventRow.hash).order_by(EventRow.seq.desc()).limit(1)
         )
         prev_hash = prev_hash or GENESIS_HASH
@@ -85,6 +89,7 @@ class SqlEventLog:
             prev_hash = digest
         # executemany (no RETURNING): the driver inserts row after row, so `seq` follows the chain.
         await self._session.execute(insert(_table(EventRow)), rows)
+        self.known_tail = self.tail = prev_hash
 
     async def list_for(self, request_id: str) -> Sequence[Event]:
         await self.flush()
