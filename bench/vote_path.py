@@ -15,8 +15,11 @@ import hmac
 import json
 import multiprocessing as mp
 import os
+import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,7 +79,7 @@ def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
 
     from aiohttp import web
 
-    from bot.app import build_app
+    from bot.app import build_app, freeze_heap_after_startup
     from bot.policy import Policy
     from bot.settings import load_settings
     from storage.migrate import upgrade
@@ -96,6 +99,7 @@ def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
             }
         )
         app = build_app(settings, Policy.from_mapping(_policy(), "bench.yml"))
+        freeze_heap_after_startup(app)  # as `quorum serve` does
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -274,15 +278,60 @@ def _cpu_seconds(pid: int | None) -> float:
 
 PIDS: dict[str, int | None] = {}
 
+PROFILE: dict[str, str] = {}
 
-def _round(base: str, ack_base: str, n_requests: int, concurrency: int, tag: int) -> dict[str, Any]:
+
+def _profile(pid: int | None, tag: int) -> subprocess.Popen[bytes] | None:
+    """With --profile DIR: sample the Quorum process with py-spy during its round (collapsed
+    stacks in DIR/round-N.txt, for flame graphs or `sort | uniq` style reading)."""
+    if "dir" not in PROFILE or pid is None:
+        return None
+    out = Path(PROFILE["dir"]) / f"round-{tag + 1}.txt"
+    tool = shutil.which("py-spy") or sys.exit("--profile needs py-spy (pip install py-spy)")
+    command = [tool, "record", "-p", str(pid), "-r", "200", "--nonblocking", "--gil"]
+    spy = subprocess.Popen(  # noqa: S603 - a fixed command line of our own
+        [*command, "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches before the load starts
+    return spy
+
+
+def _wait_for_cards(db_path: str, requests: list[str], timeout: float = 60.0) -> None:
+    """Approvers click buttons on cards that are in the channel: wait until every card is posted
+    (read-only, straight from the SQLite file)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    marks = ",".join("?" * len(requests))
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+            query = (
+                f"SELECT count(*) FROM requests WHERE message_ts IS NOT NULL AND id IN ({marks})"  # noqa: S608
+            )
+            (posted,) = db.execute(query, requests).fetchone()  # placeholders only
+        if posted == len(requests):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"only {posted} of {len(requests)} cards were posted")
+
+
+def _round(
+    base: str, ack_base: str, db_path: str, n_requests: int, concurrency: int, tag: int
+) -> dict[str, Any]:
     requests = asyncio.run(_open_requests(base, n_requests, tag))
+    _wait_for_cards(db_path, requests)
     # Interleave requests so concurrent clicks hit many requests, as in a busy workspace.
     bodies = [
         _click_body(MEMBERS[u], requests[r]) for u in range(APPROVALS) for r in range(n_requests)
     ]
     q_cpu = _cpu_seconds(PIDS["quorum"]), _cpu_seconds(PIDS["slack"])
+    spy = _profile(PIDS["quorum"], tag)
     q_secs, q_lat, q_err = asyncio.run(_drive(f"{base}/slack/events", bodies, concurrency))
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     q_cpu = _cpu_seconds(PIDS["quorum"]) - q_cpu[0], _cpu_seconds(PIDS["slack"]) - q_cpu[1]
     a_cpu = _cpu_seconds(PIDS["ack"])
     a_secs, a_lat, a_err = asyncio.run(_drive(f"{ack_base}/slack/events", bodies, concurrency))
@@ -305,7 +354,13 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=3000, help="clicks per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median kept)")
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--profile", metavar="DIR", help="sample Quorum with py-spy during its rounds into DIR"
+    )
     args = parser.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        PROFILE["dir"] = args.profile
     n_requests = max(1, args.clicks // APPROVALS)
     clicks = n_requests * APPROVALS
 
@@ -322,7 +377,7 @@ def main() -> None:
         asyncio.run(_drive(f"{base}/slack/events", warm, args.concurrency))
         asyncio.run(_drive(f"{ack_base}/slack/events", warm, args.concurrency))
         for tag in range(args.rounds):
-            rounds.append(_round(base, ack_base, n_requests, args.concurrency, tag))
+            rounds.append(_round(base, ack_base, db_path, n_requests, args.concurrency, tag))
         every = [r for one in rounds for r in one["requests"]]
         votes, decided = asyncio.run(_verify(db_path, every, clicks * args.rounds))
     finally:

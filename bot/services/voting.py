@@ -19,6 +19,7 @@ import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.domain import events
 from bot.domain.ballot import Ballot
@@ -84,7 +85,7 @@ class _Pending:
     )
 
 
-def _retrieved(future: asyncio.Future[_Snapshot | None]) -> None:
+def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
@@ -102,6 +103,8 @@ class Voting:
         self._loading: dict[str, asyncio.Future[_Snapshot | None]] = {}
         self._loader: asyncio.Task[None] | None = None
         self._delegations: tuple[datetime, Sequence[Delegation]] | None = None
+        self._delegations_read: asyncio.Future[Sequence[Delegation]] | None = None
+        self._delegations_gen = 0  # bumped by forget_delegations: older reads are not kept
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._written: _Written | None = None
@@ -115,6 +118,9 @@ class Voting:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loader
             self._loader = None
+        if self._delegations_read is not None:
+            self._delegations_read.cancel()
+            self._delegations_read = None
         waiting, self._loading = self._loading, {}
         for future in waiting.values():
             if not future.done():
@@ -208,17 +214,29 @@ class Voting:
             del self._snapshots[next(iter(self._snapshots))]
 
     async def _active_delegations(self) -> Sequence[Delegation]:
+        """Delegations in force now or later (the checks pick those in force at the moment),
+        read at most every few seconds; clicks arriving during a read share it."""
         now = self._deps.clock.now()
         if self._delegations is not None and now - self._delegations[0] < _DELEGATIONS_TTL:
             return self._delegations[1]
+        if self._delegations_read is None or self._delegations_read.done():
+            read = asyncio.ensure_future(self._read_delegations(now, self._delegations_gen))
+            read.add_done_callback(_retrieved)
+            self._delegations_read = read
+        return await asyncio.shield(self._delegations_read)
+
+    async def _read_delegations(self, now: datetime, generation: int) -> Sequence[Delegation]:
         async with self._deps.database.unit_of_work(read_only=True) as uow:
-            delegations = await uow.delegations.list_active(now)
-        self._delegations = (now, delegations)
+            delegations = await uow.delegations.list_current(now)
+        if generation == self._delegations_gen:  # not forgotten while it was being read
+            self._delegations = (now, delegations)
         return delegations
 
     def forget_delegations(self) -> None:
         """Called after this process changes a delegation."""
         self._delegations = None
+        self._delegations_read = None
+        self._delegations_gen += 1
 
     def forget_request(self, request_id: str) -> None:
         """Called after this process changes a request's rules outside a vote (break glass)."""

@@ -1,0 +1,97 @@
+"""The prefetching aiosqlite connection behaves as a DB-API cursor should, in one trip per
+statement, and streams results larger than its prefetch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
+
+from bot.domain.model import Event
+from storage import sqlite_driver
+from storage.db import create_engine
+from storage.migrate import upgrade
+from storage.uow import SqlDatabase
+from tests.storage.builders import NOW
+
+
+async def test_cursor_executes_fetches_and_reports_like_sqlite3(tmp_path: Path) -> None:
+    connection = await sqlite_driver.connect(tmp_path / "raw.db", isolation_level=None)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+            assert cursor.description is None
+            await cursor.executemany("INSERT INTO t (name) VALUES (?)", [("a",), ("b",), ("c",)])
+            assert cursor.rowcount == 3
+            await cursor.execute("INSERT INTO t (name) VALUES (?)", ("d",))
+            assert cursor.lastrowid == 4
+            await cursor.execute("SELECT id, name FROM t ORDER BY id")
+            assert [d[0] for d in cursor.description] == ["id", "name"]
+            assert await cursor.fetchone() == (1, "a")
+            assert list(await cursor.fetchmany(2)) == [(2, "b"), (3, "c")]
+            assert list(await cursor.fetchall()) == [(4, "d")]
+            assert await cursor.fetchone() is None
+            await cursor.execute("UPDATE t SET name = 'z' WHERE id > 2 RETURNING id")
+            assert sorted(await cursor.fetchall()) == [(3,), (4,)]
+            with pytest.raises(Exception, match="no such table"):
+                await cursor.execute("SELECT * FROM missing")
+            await cursor.execute("SELECT count(*) FROM t")  # still usable after an error
+            assert list(await cursor.fetchall()) == [(4,)]
+    finally:
+        await connection.close()
+
+
+async def test_results_beyond_the_prefetch_are_fetched_in_chunks(tmp_path: Path) -> None:
+    rows = sqlite_driver.PREFETCH_ROWS * 3 + 7
+    connection = await sqlite_driver.connect(tmp_path / "raw.db", isolation_level=None)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("CREATE TABLE t (n INTEGER)")
+            await cursor.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(rows)])
+            await cursor.execute("SELECT n FROM t ORDER BY n")
+            first = list(await cursor.fetchmany(10))
+            rest = list(await cursor.fetchall())
+            assert [r[0] for r in first + rest] == list(range(rows))
+            # A new statement on a cursor with rows left releases the old result first.
+            await cursor.execute("SELECT n FROM t ORDER BY n")
+            assert await cursor.fetchone() == (0,)
+            await cursor.execute("SELECT count(*) FROM t")
+            assert await cursor.fetchone() == (rows,)
+    finally:
+        await connection.close()
+
+
+async def test_sqlalchemy_runs_on_it_including_streamed_reads(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'quorum.db'}"
+    await upgrade(url)
+    database = SqlDatabase(create_engine(url))
+    try:
+        async with database.unit_of_work() as uow:
+            raw = await uow.session.connection()
+            driver = (await raw.get_raw_connection()).driver_connection
+            assert isinstance(driver, sqlite_driver.PrefetchingConnection)
+            for n in range(sqlite_driver.PREFETCH_ROWS * 2 + 3):
+                await uow.events.append(Event(kind="t", at=NOW, request_id="r", data={"n": n}))
+            await uow.commit()
+        # verify_chain streams the log (yield_per), which crosses several prefetch chunks.
+        async with database.unit_of_work(read_only=True) as uow:
+            assert await uow.events.verify_chain() is None
+            assert len(await uow.events.list_for("r")) == sqlite_driver.PREFETCH_ROWS * 2 + 3
+    finally:
+        await database.dispose()
+
+
+async def test_core_statements_round_trip(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'core.db'}")
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("s", String))
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(table.metadata.create_all)
+            result = await connection.execute(insert(table).returning(table.c.id), {"s": "x"})
+            assert result.scalar_one() == 1
+            await connection.execute(insert(table), [{"s": "y"}, {"s": "z"}])
+            assert await connection.scalar(select(func.count()).select_from(table)) == 3
+            assert (await connection.execute(text("PRAGMA data_version"))).scalar() is not None
+    finally:
+        await engine.dispose()
