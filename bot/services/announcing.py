@@ -70,14 +70,15 @@ async def sync_cards(deps: Deps) -> int:
         # New cards and decided requests go out at once; a pending card under a burst of votes
         # is updated at most once a second, and all pending cards together within the
         # workspace's chat.update budget (the others stay out of date for a later sweep).
-        stale = [
-            request
-            for request in await uow.requests.list_card_out_of_date(
-                deps.tuning.batch_size, skip=throttle.waiting()
-            )
-            if _urgent(request)
-            or (throttle.due(request.id, urgent=False) and budget.take(CARD_UPDATES))
-        ]
+        candidates = await uow.requests.list_card_out_of_date(
+            deps.tuning.batch_size, skip=throttle.waiting()
+        )
+        pending = sorted(
+            (r for r in candidates if not _urgent(r) and throttle.due(r.id, urgent=False)),
+            key=lambda r: throttle.last_update(r.id),  # the longest-waiting first
+        )
+        stale = [r for r in candidates if _urgent(r)]
+        stale += [r for r in pending if budget.take(CARD_UPDATES)]
         if not stale:
             return 0
         votes = await uow.votes.list_for_many([r.id for r in stale])

@@ -48,6 +48,11 @@ class CardThrottle:
         last = self._last.get(request_id)
         return urgent or last is None or self.clock() - last >= self.interval
 
+    def last_update(self, request_id: str) -> float:
+        """When the card was last updated (-inf: not in memory), to serve the longest-waiting
+        cards first when not all can be updated."""
+        return self._last.get(request_id, float("-inf"))
+
     def waiting(self) -> frozenset[str]:
         """Requests whose pending card was updated less than `interval` ago."""
         now = self.clock()

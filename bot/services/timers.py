@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain import events
+from bot.domain.ballot import Ballot
 from bot.domain.model import (
     ApprovalRequest,
     OutgoingMessage,
@@ -288,6 +289,7 @@ def _to_remind(
     request: ApprovalRequest, votes: Sequence[Vote], eligible: Mapping[str, frozenset[str]]
 ) -> list[str]:
     """Eligible people who have not voted and whose approval would still fill a slot."""
+    votes = Ballot.of(votes)  # indexed once for the many would_help questions below
     voted = {vote.voter for vote in votes} | {vote.clicked_by for vote in votes}
     candidates = sorted(
         frozenset().union(*(eligible.get(r.team, frozenset()) for r in request.rules))
