@@ -102,6 +102,7 @@ class Voting:
         self._snapshots: dict[str, _Snapshot] = {}
         self._loading: dict[str, asyncio.Future[_Snapshot | None]] = {}
         self._loader: asyncio.Task[None] | None = None
+        self._forgotten = 0  # bumped by forget_request: reads begun before are not cached
         self._delegations: tuple[datetime, Sequence[Delegation]] | None = None
         self._delegations_read: asyncio.Future[Sequence[Delegation]] | None = None
         self._delegations_gen = 0  # bumped by forget_delegations: older reads are not kept
@@ -185,6 +186,7 @@ class Voting:
         at once, and they share one read of two statements instead of one read each."""
         while self._loading:
             waiting, self._loading = self._loading, {}
+            forgotten = self._forgotten  # a request forgotten during the read is not cached
             try:
                 async with self._deps.database.unit_of_work(read_only=True) as uow:
                     requests = await uow.requests.get_many(list(waiting))
@@ -202,7 +204,8 @@ class Voting:
                     newer = self._snapshots.get(request_id)  # the writer may have committed since
                     if newer is not None and newer.request.revision > request.revision:
                         snapshot = newer
-                    self._remember(request_id, snapshot)
+                    if forgotten == self._forgotten:
+                        self._remember(request_id, snapshot)
                 if not future.done():
                     future.set_result(snapshot)
 
@@ -241,6 +244,7 @@ class Voting:
     def forget_request(self, request_id: str) -> None:
         """Called after this process changes a request's rules outside a vote (break glass)."""
         self._snapshots.pop(request_id, None)
+        self._forgotten += 1
 
     async def _cached_refusal(
         self,
