@@ -50,43 +50,30 @@ class SqlDelegationRepository:
         )
         await self._session.flush()
 
-    async def list_active(self, now: datetime) -> Sequence[Delegation]:
-        """Delegations in force at `now`: started, not yet ended, not revoked."""
+    async def _list(self, *conditions: ColumnElement[bool]) -> Sequence[Delegation]:
         rows = await self._session.scalars(
             select(DelegationRow)
-            .where(
-                DelegationRow.starts_at <= now,
-                DelegationRow.ends_at > now,
-                _not_revoked(now),
-            )
+            .where(*conditions)
             .order_by(DelegationRow.starts_at, DelegationRow.id)
             .execution_options(populate_existing=True)
         )
         return [_delegation_from_row(row) for row in rows]
+
+    async def list_active(self, now: datetime) -> Sequence[Delegation]:
+        """Delegations in force at `now`: started, not yet ended, not revoked."""
+        return await self._list(
+            DelegationRow.starts_at <= now, DelegationRow.ends_at > now, _not_revoked(now)
+        )
 
     async def list_current(self, now: datetime) -> Sequence[Delegation]:
         """Delegations not ended nor revoked at `now` (in force, or starting later), by start."""
-        rows = await self._session.scalars(
-            select(DelegationRow)
-            .where(DelegationRow.ends_at > now, _not_revoked(now))
-            .order_by(DelegationRow.starts_at, DelegationRow.id)
-            .execution_options(populate_existing=True)
-        )
-        return [_delegation_from_row(row) for row in rows]
+        return await self._list(DelegationRow.ends_at > now, _not_revoked(now))
 
     async def list_by_delegator(self, delegator: str, now: datetime) -> Sequence[Delegation]:
         """The delegator's delegations that are active or upcoming at `now`, by start."""
-        rows = await self._session.scalars(
-            select(DelegationRow)
-            .where(
-                DelegationRow.delegator == delegator,
-                DelegationRow.ends_at > now,
-                _not_revoked(now),
-            )
-            .order_by(DelegationRow.starts_at, DelegationRow.id)
-            .execution_options(populate_existing=True)
+        return await self._list(
+            DelegationRow.delegator == delegator, DelegationRow.ends_at > now, _not_revoked(now)
         )
-        return [_delegation_from_row(row) for row in rows]
 
     async def revoke(self, delegation_id: str, at: datetime) -> None:
         """Revoke at `at`; an already revoked delegation keeps its first revocation time."""

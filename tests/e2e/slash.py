@@ -130,3 +130,12 @@ def buttons(call_args: dict[str, Any]) -> list[str]:
         if block.get("type") == "actions":
             found += [e["text"]["text"] for e in block["elements"]]
     return found
+
+
+async def ephemeral_to(env: Env, user: str, contains: str) -> str:
+    """The text of the latest ephemeral message to `user` that contains `contains`."""
+    calls = await env.slack.wait_for(
+        "chat.postEphemeral",
+        lambda c: c.args.get("user") == user and contains in str(c.args.get("text")),
+    )
+    return str(calls[-1].args["text"])

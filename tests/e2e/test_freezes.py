@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from handlers.action_ids import ActionId
 from tests.e2e.harness import SRE, Env
-from tests.e2e.slash import OWNER_2, OWNER_3, RM_1, blocks_text, buttons, command, queued, stored
-
-
-async def _ephemeral_to(env: Env, user: str, contains: str) -> str:
-    calls = await env.slack.wait_for(
-        "chat.postEphemeral",
-        lambda c: c.args.get("user") == user and contains in str(c.args.get("text")),
-    )
-    return str(calls[-1].args["text"])
+from tests.e2e.slash import (
+    OWNER_2,
+    OWNER_3,
+    RM_1,
+    blocks_text,
+    buttons,
+    command,
+    ephemeral_to,
+    queued,
+    stored,
+)
 
 
 async def test_only_release_managers_may_freeze(env: Env) -> None:
@@ -50,7 +52,7 @@ async def test_freeze_updates_open_cards_and_refuses_votes(env: Env) -> None:
     assert all("*Deployment freeze* in production" in m["text"] for m in messages)
 
     await env.quorum.click(ActionId.approve, OWNER_2, request_id)
-    text = await _ephemeral_to(env, OWNER_2, "frozen")
+    text = await ephemeral_to(env, OWNER_2, "frozen")
     assert text.startswith("Deployments to production are frozen: quarter-end close (frozen by ")
     assert text.endswith("Approvals are paused until the freeze ends.")
     _, data = await env.quorum.status(request_id)
@@ -66,7 +68,7 @@ async def test_webhook_during_freeze_then_unfreeze_releases_it(env: Env) -> None
     assert buttons(card) == ["Reject", "Break glass"]
 
     await env.quorum.click(ActionId.approve, SRE[0], request_id)
-    await _ephemeral_to(env, SRE[0], "frozen")
+    await ephemeral_to(env, SRE[0], "frozen")
     listed = await command(env, "/freeze", OWNER_2, "list")
     assert ":snowflake: *now* until" in listed.text
     assert "change window" in listed.text

@@ -11,17 +11,9 @@ from handlers.action_ids import ActionId
 from storage.db import create_engine
 from storage.uow import SqlDatabase
 from tests.e2e.harness import Env
-from tests.e2e.slash import OWNER_2, OWNER_3, RM_1, command
+from tests.e2e.slash import OWNER_2, OWNER_3, RM_1, command, ephemeral_to
 
 DELEGATE = "U0OUT2"
-
-
-async def _ephemeral_to(env: Env, user: str, contains: str) -> str:
-    calls = await env.slack.wait_for(
-        "chat.postEphemeral",
-        lambda c: c.args.get("user") == user and contains in str(c.args.get("text")),
-    )
-    return str(calls[-1].args["text"])
 
 
 async def _votes(env: Env, request_id: str) -> list[dict[str, object]]:
@@ -56,7 +48,7 @@ async def test_a_freeze_from_another_process_stops_the_next_approval(env: Env) -
         await other.dispose()
 
     await env.quorum.click(ActionId.approve, OWNER_3, request_id)
-    text = await _ephemeral_to(env, OWNER_3, "frozen")
+    text = await ephemeral_to(env, OWNER_3, "frozen")
     assert "freeze from the other process" in text
     assert len(await _votes(env, request_id)) == 1
 
@@ -84,5 +76,5 @@ async def test_a_delegation_revoked_by_another_process_no_longer_counts(env: Env
     # refused up front; the writer reads the revocation and refuses it.
     second = await env.open(version="v2")
     await env.quorum.click(ActionId.approve, DELEGATE, second)
-    await _ephemeral_to(env, DELEGATE, "not an approver")
+    await ephemeral_to(env, DELEGATE, "not an approver")
     assert await _votes(env, second) == []
