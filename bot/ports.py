@@ -154,7 +154,10 @@ class EventLog(Protocol):
 
 
 class Outbox(Protocol):
-    async def add(self, delivery: Delivery) -> None: ...
+    async def add(self, delivery: Delivery) -> None:
+        """Queue a delivery in the unit of work; it is stored at the latest when the unit of
+        work commits (several added together may be written in one statement)."""
+        ...
 
     async def get_for_request(self, request_id: str) -> Sequence[Delivery]: ...
 

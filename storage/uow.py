@@ -87,7 +87,8 @@ class SqlUnitOfWork:
         self.votes = SqlVoteRepository(session)
         self._event_log = SqlEventLog(session)
         self.events = self._event_log
-        self.outbox = SqlOutbox(session)
+        self._outbox = SqlOutbox(session)
+        self.outbox = self._outbox
         self.webhooks = SqlWebhookLog(session)
         self.freezes = SqlFreezeRepository(session)
         self.delegations = SqlDelegationRepository(session)
@@ -112,6 +113,7 @@ class SqlUnitOfWork:
         tail = tracking.tail if tracking is not None else None
         if mark is not None and tail is not None and tail[0] == mark:
             self._event_log.known_tail = tail[1]  # nothing committed since it was written
+        await self._outbox.flush()  # queued deliveries, as one statement
         await self._event_log.flush()  # appended events are written last, as one batch
         await self.session.commit()
         if tracking is not None and mark is not None:

@@ -11,12 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import Event, RecordedEvent
 from storage.repositories._common import _aware, _plain_json, _table, event_hash
+from storage.repositories._prepared import Prepared
 from storage.tables import EventRow
 
 GENESIS_HASH: Final = "0" * 64
 # Key of the transaction-level advisory lock that serialises appends to the event chain on
 # PostgreSQL (any constant works as long as every appender uses the same one): "QUORUM" in ASCII.
 EVENT_CHAIN_LOCK_KEY: Final = 0x51554F52554D
+_INSERT = Prepared(
+    insert(_table(EventRow)), ("request_id", "kind", "actor", "data", "at", "prev_hash", "hash")
+)
 
 
 def _event_from_row(row: EventRow) -> Event:
@@ -88,7 +92,7 @@ class SqlEventLog:
             )
             prev_hash = digest
         # executemany (no RETURNING): the driver inserts row after row, so `seq` follows the chain.
-        await self._session.execute(insert(_table(EventRow)), rows)
+        await _INSERT.execute_many(self._session, rows)
         self.known_tail = self.tail = prev_hash
 
     async def list_for(self, request_id: str) -> Sequence[Event]:

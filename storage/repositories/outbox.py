@@ -4,13 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import Delivery, DeliveryState
-from storage.repositories._common import _claim_leased, _plain_json
+from storage.repositories._common import _claim_leased, _plain_json, _table
+from storage.repositories._prepared import Prepared
 from storage.tables import OutboxRow
+
+_COLUMNS = (
+    "id",
+    "request_id",
+    "target",
+    "kind",
+    "payload",
+    "webhook_id",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "lease_until",
+    "last_error",
+    "created_at",
+    "delivered_at",
+)
+_INSERT = Prepared(insert(_table(OutboxRow)), _COLUMNS)
 
 
 def _delivery_from_row(row: OutboxRow) -> Delivery:
@@ -34,28 +53,38 @@ class SqlOutbox:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self._pending: list[dict[str, Any]] = []
 
     async def add(self, delivery: Delivery) -> None:
-        self._session.add(
-            OutboxRow(
-                id=delivery.id,
-                request_id=delivery.request_id,
-                target=delivery.target,
-                kind=delivery.kind,
-                payload=_plain_json(delivery.payload),
-                webhook_id=delivery.id,
-                state=delivery.state.value,
-                attempts=delivery.attempts,
-                next_attempt_at=delivery.next_attempt_at,
-                lease_until=None,
-                last_error=delivery.last_error,
-                created_at=delivery.created_at,
-                delivered_at=delivery.delivered_at,
-            )
+        """Queue a delivery; it is inserted (with the others added in this unit of work, in
+        one statement) before the next read of the outbox, and at the latest at commit: a batch
+        of votes deciding many requests costs one INSERT."""
+        self._pending.append(
+            {
+                "id": delivery.id,
+                "request_id": delivery.request_id,
+                "target": delivery.target,
+                "kind": delivery.kind,
+                "payload": _plain_json(delivery.payload),
+                "webhook_id": delivery.id,
+                "state": delivery.state.value,
+                "attempts": delivery.attempts,
+                "next_attempt_at": delivery.next_attempt_at,
+                "lease_until": None,
+                "last_error": delivery.last_error,
+                "created_at": delivery.created_at,
+                "delivered_at": delivery.delivered_at,
+            }
         )
-        await self._session.flush()
+
+    async def flush(self) -> None:
+        """Insert the deliveries added since the last flush."""
+        rows, self._pending = self._pending, []
+        if rows:
+            await _INSERT.execute_many(self._session, rows)
 
     async def get_for_request(self, request_id: str) -> Sequence[Delivery]:
+        await self.flush()
         rows = await self._session.scalars(
             select(OutboxRow)
             .where(OutboxRow.request_id == request_id)
@@ -66,6 +95,7 @@ class SqlOutbox:
 
     async def count_for_request(self, request_id: str, kind: str) -> int:
         """How many deliveries of `kind` were ever queued for the request (progress budgets)."""
+        await self.flush()
         count: int | None = await self._session.scalar(
             select(func.count())
             .select_from(OutboxRow)
@@ -79,6 +109,7 @@ class SqlOutbox:
         """Pending deliveries due at `now` and not leased (or whose lease ran out), oldest due
         first, leased until `lease_until`. PostgreSQL skips rows another worker has locked
         (FOR UPDATE SKIP LOCKED); SQLite writers are serialised by the database write lock."""
+        await self.flush()
         rows = await _claim_leased(
             self._session,
             OutboxRow,
@@ -93,6 +124,7 @@ class SqlOutbox:
 
     async def record_attempt(self, delivery: Delivery) -> None:
         """Persist the outcome of an attempt and release the lease."""
+        await self.flush()
         await self._session.execute(
             update(OutboxRow)
             .where(OutboxRow.id == delivery.id)
@@ -109,6 +141,7 @@ class SqlOutbox:
 
     async def count_pending(self) -> int:
         """Deliveries not yet delivered nor given up (what the pipelines are still owed)."""
+        await self.flush()
         count: int | None = await self._session.scalar(
             select(func.count())
             .select_from(OutboxRow)
@@ -119,6 +152,7 @@ class SqlOutbox:
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery can next be claimed (its next attempt, or the end
         of its lease if a worker holds it); None when nothing is pending."""
+        await self.flush()
         claimable_at = case(
             (OutboxRow.lease_until > OutboxRow.next_attempt_at, OutboxRow.lease_until),
             else_=OutboxRow.next_attempt_at,

@@ -23,6 +23,7 @@ from bot.domain.model import (
 )
 from bot.ports import ConcurrencyError
 from storage.repositories._common import _plain_json, _table
+from storage.repositories._prepared import Prepared
 from storage.tables import RequestRow
 
 # SLA timer columns of `requests` that the domain may carry as `ApprovalRequest` fields; each one
@@ -41,6 +42,24 @@ _REQUEST_FIELDS: Final = frozenset(f.name for f in fields(ApprovalRequest))
 _MAPPED_SLA_FIELDS: Final = tuple(name for name in _SLA_FIELDS if name in _REQUEST_FIELDS)
 # Written only by `mark_card_synced`, so that a save from a stale read cannot move the card back.
 _CARD_FIELDS: Final = ("card_revision", "message_ts")
+
+
+_UPDATES: dict[tuple[str, ...], Prepared] = {}
+
+
+def _revision_update(names: tuple[str, ...]) -> Prepared:
+    """`UPDATE requests SET <names> WHERE id = :b_id AND revision = :b_revision`, prepared
+    once per set of columns (`save_many` writes either every domain column or a few)."""
+    prepared = _UPDATES.get(names)
+    if prepared is None:
+        table = _table(RequestRow)
+        columns: dict[str, Any] = {n: bindparam(n) for n in names if not n.startswith("b_")}
+        prepared = _UPDATES[names] = Prepared(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.revision == bindparam("b_revision"))
+            .values(**columns)
+        )
+    return prepared
 
 
 def _rules_to_json(rules: Sequence[Rule]) -> list[dict[str, Any]]:
@@ -264,18 +283,8 @@ class SqlRequestRepository:
             values["b_revision"] = request.revision
             values["revision"] = request.revision + 1
             params.append(values)
-        columns: dict[str, Any] = {
-            name: bindparam(name) for name in params[0] if not name.startswith("b_")
-        }
-        table = RequestRow.__table__
-        assert isinstance(table, Table)
-        # A Core UPDATE (not the ORM's bulk-by-primary-key mode): executemany with a revision check.
-        result = await self._session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.revision == bindparam("b_revision"))
-            .values(**columns),
-            params,
-        )
+        # An UPDATE with a revision check, run as one executemany.
+        result = await _revision_update(tuple(params[0])).execute_many(self._session, params)
         dialect = self._session.get_bind().dialect
         rowcount = getattr(result, "rowcount", -1)
         if dialect.supports_sane_multi_rowcount and rowcount != len(requests):

@@ -12,7 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain.model import Vote, VoteKind
 from bot.ports import DuplicateVoteError
 from storage.repositories._common import _is_unique_violation, _table
+from storage.repositories._prepared import Prepared
 from storage.tables import VoteRow
+
+_VOTE_COLUMNS = ("request_id", "voter", "actor", "actor_key", "kind", "reason", "rule", "cast_at")
+_INSERT = Prepared(insert(_table(VoteRow)), _VOTE_COLUMNS)
 
 
 def _vote_from_row(row: VoteRow) -> Vote:
@@ -60,8 +64,8 @@ class SqlVoteRepository:
             raise
 
     async def _insert(self, votes: Sequence[Vote]) -> None:
-        await self._session.execute(
-            insert(_table(VoteRow)),  # Core, not the ORM's bulk-insert machinery
+        await _INSERT.execute_many(
+            self._session,
             [
                 {
                     "request_id": vote.request_id,
