@@ -79,7 +79,7 @@ def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
 
     from aiohttp import web
 
-    from bot.app import build_app, freeze_heap_after_startup
+    from bot.app import build_app, tune_gc_for_serving
     from bot.policy import Policy
     from bot.settings import load_settings
     from storage.migrate import upgrade
@@ -99,7 +99,7 @@ def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
             }
         )
         app = build_app(settings, Policy.from_mapping(_policy(), "bench.yml"))
-        freeze_heap_after_startup(app)  # as `quorum serve` does
+        tune_gc_for_serving(app)  # as `quorum serve` does
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

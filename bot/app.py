@@ -231,15 +231,24 @@ def build_app(
     return app
 
 
-def freeze_heap_after_startup(app: web.Application) -> None:
+# Young-generation threshold of the serving process: a click's objects live for the ~30 ms it is
+# in flight, so with CPython's default (700) each of the ~50 in-flight clicks is walked by many
+# young collections and then promoted; under a burst that cost ~60 µs per click. Objects freed by
+# reference counting never reach a collection, so a larger threshold costs little memory.
+SERVING_GC_THRESHOLD = (50_000, 20, 10)
+
+
+def tune_gc_for_serving(app: web.Application) -> None:
     """After start-up, move every object alive then (modules, the policy, clients) out of the
     garbage collector's reach (`gc.freeze`): a full collection then walks only what requests
-    created, instead of pausing the event loop for ~100 ms under load. For the serving process
-    only; a process that builds many apps (the tests) would keep each one's garbage forever."""
+    created, instead of pausing the event loop for ~100 ms under load; and collect the young
+    generation less often (`SERVING_GC_THRESHOLD`). For the serving process only; a process that
+    builds many apps (the tests) would keep each one's garbage forever."""
 
     async def freeze(_app: web.Application) -> None:
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*SERVING_GC_THRESHOLD)
 
     app.on_startup.append(freeze)
 
@@ -273,7 +282,7 @@ def serve(settings: Settings, policy: Policy) -> None:
         asyncio.run(upgrade(settings.database_url_value))
     log.info("serving on http://%s:%d", settings.quorum_host, settings.quorum_port)
     app = build_app(settings, policy)
-    freeze_heap_after_startup(app)
+    tune_gc_for_serving(app)
     web.run_app(
         app,
         host=settings.quorum_host,

@@ -32,16 +32,20 @@ def _iso_utc(value: datetime) -> str:
     return _aware(value).astimezone(UTC).isoformat()
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_json_default,
+)
+# Values that JSON holds as they are (exact types: an Enum or a float may change on the way).
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def canonical_json(value: object) -> str:
     """Deterministic JSON: sorted keys, no whitespace, UTF-8 text, datetimes as ISO-8601 UTC."""
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_json_default,
-    )
+    return _CANONICAL.encode(value)
 
 
 def event_hash(
@@ -63,6 +67,8 @@ def event_hash(
 def _plain_json(value: Mapping[str, Any]) -> dict[str, Any]:
     """`value` as plain JSON types (datetimes become ISO strings), exactly as it will be read
     back, so that the hash computed on append is the one recomputed on verify."""
+    if all(type(k) is str and type(v) in _PLAIN_SCALARS for k, v in value.items()):
+        return dict(value)  # already plain (most events): the round trip would change nothing
     result: dict[str, Any] = json.loads(canonical_json(dict(value)))
     return result
 
