@@ -70,6 +70,11 @@ class RequestRepository(Protocol):
         the write to the named fields (the revision is always bumped)."""
         ...
 
+    async def touch_many(self, request_ids: Sequence[str]) -> None:
+        """Bump the revision of each request (in id order; missing ids are ignored), so that
+        their cards are redrawn: for changes stored elsewhere, such as a callback's outcome."""
+        ...
+
     async def save(self, request: ApprovalRequest) -> None:
         """Write back a changed request. Bumps `revision`; raises ConcurrencyError when the stored
         revision is no longer the one that was read."""
@@ -172,8 +177,9 @@ class Outbox(Protocol):
         takes them meanwhile (FOR UPDATE SKIP LOCKED where the database has it)."""
         ...
 
-    async def record_attempt(self, delivery: Delivery) -> None:
-        """Persist the outcome of an attempt: state, attempts, next_attempt_at, last_error."""
+    async def record_attempts(self, deliveries: Sequence[Delivery]) -> None:
+        """Persist the outcome of each attempt (state, attempts, next_attempt_at, last_error,
+        delivered_at) and release the leases."""
         ...
 
     async def next_due_at(self) -> datetime | None: ...

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import datetime
 
 from bot.domain import events
 from bot.domain.backoff import gives_up, next_attempt
-from bot.domain.model import Delivery, DeliveryState
+from bot.domain.model import Delivery, DeliveryState, Event
 from bot.ports import DeliveryResult
 from bot.services.deps import Deps
 from bot.services.jobs import Job
@@ -15,35 +17,38 @@ log = logging.getLogger(__name__)
 
 
 async def deliver_due(deps: Deps) -> int:
-    """Claim due deliveries under a lease, attempt each once, record the outcome. Returns how
-    many were attempted. A crash mid-attempt leaves the lease to expire and the row is retried,
-    with the same webhook-id, so receivers can drop the duplicate."""
+    """Claim due deliveries under a lease, attempt them (concurrently: one slow pipeline does
+    not hold up the others), record every outcome in one transaction. Returns how many were
+    attempted. A crash before the outcomes are recorded leaves the leases to expire and those
+    rows are retried, with the same webhook-id, so receivers can drop the duplicate."""
     now = deps.clock.now()
     async with deps.database.unit_of_work() as uow:
         claimed = list(
             await uow.outbox.claim_due(now, deps.tuning.batch_size, now + deps.tuning.lease)
         )
         await uow.commit()
-    for delivery in claimed:
-        notifier = deps.notifiers.get(delivery.target)
-        if notifier is None:
-            result = DeliveryResult(
-                ok=False, detail=f"no adapter for {delivery.target!r}", permanent=True
-            )
-        else:
-            try:
-                result = await notifier.deliver(delivery)
-            except Exception as exc:  # an adapter bug must not stop the other deliveries
-                log.exception("delivery %s raised", delivery.id)
-                result = DeliveryResult(ok=False, detail=f"internal error: {type(exc).__name__}")
-        await _record(deps, delivery, result)
-    if claimed:
-        deps.wake(Job.ANNOUNCE)
+    if not claimed:
+        return 0
+    results = await asyncio.gather(*(_attempt(deps, delivery) for delivery in claimed))
+    await _record(deps, list(zip(claimed, results, strict=True)))
+    deps.wake(Job.ANNOUNCE)
     return len(claimed)
 
 
-async def _record(deps: Deps, delivery: Delivery, result: DeliveryResult) -> None:
-    now = deps.clock.now()
+async def _attempt(deps: Deps, delivery: Delivery) -> DeliveryResult:
+    notifier = deps.notifiers.get(delivery.target)
+    if notifier is None:
+        detail = f"no adapter for {delivery.target!r}"
+        return DeliveryResult(ok=False, detail=detail, permanent=True)
+    try:
+        return await notifier.deliver(delivery)
+    except Exception as exc:  # an adapter bug must not stop the other deliveries
+        log.exception("delivery %s raised", delivery.id)
+        return DeliveryResult(ok=False, detail=f"internal error: {type(exc).__name__}")
+
+
+def _outcome(deps: Deps, delivery: Delivery, result: DeliveryResult, now: datetime) -> Event:
+    """Apply the attempt's result to `delivery`; the audit event that records it."""
     delivery.attempts += 1
     delivery.last_error = None if result.ok else (result.detail or "failed")
     if result.ok:
@@ -69,10 +74,16 @@ async def _record(deps: Deps, delivery: Delivery, result: DeliveryResult) -> Non
         delivery.state.value,
         result.detail,
     )
+    return event
+
+
+async def _record(deps: Deps, attempted: list[tuple[Delivery, DeliveryResult]]) -> None:
+    now = deps.clock.now()
+    recorded = [_outcome(deps, delivery, result, now) for delivery, result in attempted]
+    deliveries = [delivery for delivery, _ in attempted]
     async with deps.database.unit_of_work() as uow:
-        await uow.outbox.record_attempt(delivery)
-        await uow.events.append(event)
-        request = await uow.requests.get_for_update(delivery.request_id)
-        if request is not None:
-            await uow.requests.save(request)  # bump the revision: the card shows the status
+        await uow.outbox.record_attempts(deliveries)
+        await uow.events.append_many(recorded)
+        # Bump the requests' revisions: their cards show the callback's status.
+        await uow.requests.touch_many([delivery.request_id for delivery in deliveries])
         await uow.commit()

@@ -32,7 +32,8 @@ class _Compiled:
 
 class Prepared:
     """An INSERT or UPDATE run with many rows of named parameters (`keys`: the columns an
-    INSERT sets; an UPDATE names its parameters with `bindparam`)."""
+    INSERT sets; an UPDATE names its parameters with `bindparam`). Values written into the
+    statement (`column + 1`, `x=None`) are constants, the same for every row."""
 
     def __init__(self, statement: Insert | Update, keys: Sequence[str] = ()) -> None:
         # `inline`: no RETURNING of generated keys (PostgreSQL would add it to an INSERT).
@@ -58,16 +59,35 @@ class Prepared:
         if not dialect.positional or order is None:
             raise ValueError(f"{dialect.name}: only positional drivers are supported")
         processors = [core.binds[name].type.bind_processor(dialect) for name in order]
-        typed = [(i, process) for i, process in enumerate(processors) if process is not None]
-        pick = itemgetter(*order)
+        # A required parameter comes from each row; any other is a constant of the statement.
+        constants: dict[int, Any] = {}
+        from_rows: list[str] = []
+        for i, name in enumerate(order):
+            bind = core.binds[name]
+            if bind.required:
+                from_rows.append(name)
+            else:
+                process = processors[i]
+                value = bind.effective_value
+                constants[i] = process(value) if process is not None else value
+        typed = [
+            (i, process)
+            for i, process in enumerate(processors)
+            if process is not None and i not in constants
+        ]
+        pick = itemgetter(*from_rows) if from_rows else None
 
         def values(row: _Row) -> tuple[Any, ...]:
-            picked = pick(row)
-            if len(order) == 1:
+            picked: Any = pick(row) if pick is not None else ()
+            if len(from_rows) == 1:
                 picked = (picked,)
-            if not typed:
-                return tuple(picked)
-            converted = list(picked)
+            if constants:
+                given = iter(picked)
+                converted = [
+                    constants[i] if i in constants else next(given) for i in range(len(order))
+                ]
+            else:
+                converted = list(picked)
             for i, process in typed:
                 converted[i] = process(converted[i])
             return tuple(converted)

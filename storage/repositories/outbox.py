@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import Delivery, DeliveryState
@@ -30,6 +30,19 @@ _COLUMNS = (
     "delivered_at",
 )
 _INSERT = Prepared(insert(_table(OutboxRow)), _COLUMNS)
+_OUTBOX = _table(OutboxRow)
+_RECORD_ATTEMPT = Prepared(
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("state"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        last_error=bindparam("last_error"),
+        delivered_at=bindparam("delivered_at"),
+        lease_until=None,
+    )
+)
 
 
 def _delivery_from_row(row: OutboxRow) -> Delivery:
@@ -122,22 +135,24 @@ class SqlOutbox:
         )
         return [_delivery_from_row(row) for row in rows]
 
-    async def record_attempt(self, delivery: Delivery) -> None:
-        """Persist the outcome of an attempt and release the lease."""
+    async def record_attempts(self, deliveries: Sequence[Delivery]) -> None:
+        """Persist the outcome of each attempt and release the leases (one executemany)."""
         await self.flush()
-        await self._session.execute(
-            update(OutboxRow)
-            .where(OutboxRow.id == delivery.id)
-            .values(
-                state=delivery.state.value,
-                attempts=delivery.attempts,
-                next_attempt_at=delivery.next_attempt_at,
-                last_error=delivery.last_error,
-                delivered_at=delivery.delivered_at,
-                lease_until=None,
+        if deliveries:
+            await _RECORD_ATTEMPT.execute_many(
+                self._session,
+                [
+                    {
+                        "b_id": delivery.id,
+                        "state": delivery.state.value,
+                        "attempts": delivery.attempts,
+                        "next_attempt_at": delivery.next_attempt_at,
+                        "last_error": delivery.last_error,
+                        "delivered_at": delivery.delivered_at,
+                    }
+                    for delivery in deliveries
+                ],
             )
-            .execution_options(synchronize_session=False)
-        )
 
     async def count_pending(self) -> int:
         """Deliveries not yet delivered nor given up (what the pipelines are still owed)."""

@@ -45,6 +45,12 @@ _CARD_FIELDS: Final = ("card_revision", "message_ts")
 
 
 _UPDATES: dict[tuple[str, ...], Prepared] = {}
+_REQUESTS = _table(RequestRow)
+_TOUCH = Prepared(
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("b_id"))
+    .values(revision=_REQUESTS.c.revision + 1)
+)
 
 
 def _revision_update(names: tuple[str, ...]) -> Prepared:
@@ -52,7 +58,7 @@ def _revision_update(names: tuple[str, ...]) -> Prepared:
     once per set of columns (`save_many` writes either every domain column or a few)."""
     prepared = _UPDATES.get(names)
     if prepared is None:
-        table = _table(RequestRow)
+        table = _REQUESTS
         columns: dict[str, Any] = {n: bindparam(n) for n in names if not n.startswith("b_")}
         prepared = _UPDATES[names] = Prepared(
             update(table)
@@ -292,6 +298,12 @@ class SqlRequestRepository:
         for request in requests:
             request.revision += 1
 
+    async def touch_many(self, request_ids: Sequence[str]) -> None:
+        """Bump the revision of each request (id order, so that two writers lock alike)."""
+        ids = sorted(set(request_ids))
+        if ids:
+            await _TOUCH.execute_many(self._session, [{"b_id": request_id} for request_id in ids])
+
     async def save(self, request: ApprovalRequest) -> None:
         """Write back every domain field except the card position (see `mark_card_synced`),
         if the stored revision is still `request.revision`; then bump it on the row and on
@@ -339,7 +351,7 @@ class SqlRequestRepository:
         """Requests whose card is not posted yet or shows an older revision, oldest first.
         `skip` leaves out pending requests with a posted card (cards being paced): they are
         filtered on a narrow Core read, so only the cards due now are loaded in full."""
-        table = _table(RequestRow)
+        table = _REQUESTS
         due = [
             request_id
             for request_id, message_ts, state in await self._session.execute(

@@ -112,6 +112,21 @@ async def test_stale_save_raises_concurrency_error(database: SqlDatabase) -> Non
     )
 
 
+async def test_touch_bumps_revisions_only(database: SqlDatabase) -> None:
+    async with database.unit_of_work() as uow:
+        await uow.requests.add(a_request("req-1"))
+        await uow.requests.add(a_request("req-2"))
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        await uow.requests.touch_many(["req-2", "req-1", "req-2", "req-missing"])
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        stored = await uow.requests.get_many(["req-1", "req-2"])
+    # Each touched once however often named; nothing else changes (the card is now stale).
+    assert {rid: r.revision for rid, r in stored.items()} == {"req-1": 1, "req-2": 1}
+    assert stored["req-1"] == replace(a_request("req-1"), revision=1)
+
+
 async def test_card_sync_never_goes_back_and_survives_stale_saves(database: SqlDatabase) -> None:
     async with database.unit_of_work() as uow:
         await uow.requests.add(a_request("req-1"))
@@ -332,10 +347,9 @@ async def test_outbox_round_trip_claim_and_attempts(database: SqlDatabase) -> No
         retry = claimed[0]
         retry.attempts, retry.last_error = 1, "HTTP 503"
         retry.next_attempt_at = NOW + timedelta(seconds=30)
-        await uow.outbox.record_attempt(retry)
         done = claimed[1]
         done.attempts, done.state, done.delivered_at = 1, DeliveryState.DELIVERED, NOW
-        await uow.outbox.record_attempt(done)
+        await uow.outbox.record_attempts([retry, done])
         await uow.commit()
 
     async with database.unit_of_work() as uow:
