@@ -195,7 +195,11 @@ def build_app(
         await app[RUNTIME].database.ping()
 
     async def open_request_route(inbound: InboundRequest) -> Opened:
-        return await open_request(app[RUNTIME].deps, inbound)
+        runtime = app[RUNTIME]
+        opened = await open_request(runtime.deps, inbound)
+        if opened.request is not None:
+            runtime.voting.seed(opened.request)  # its first clicks need not read it
+        return opened
 
     async def status_route(request_id: str) -> RequestStatus:
         return await request_status(app[RUNTIME].deps, request_id)

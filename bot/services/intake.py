@@ -25,6 +25,7 @@ class Opened:
     request_id: str
     state: str
     created: bool  # False: a replay of a delivery already taken
+    request: ApprovalRequest | None = None  # as stored, when this call created it
 
 
 async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
@@ -99,7 +100,7 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         request.channel,
     )
     deps.wake(Job.ANNOUNCE)
-    return Opened(request_id=request.id, state=request.state.value, created=True)
+    return Opened(request_id=request.id, state=request.state.value, created=True, request=request)
 
 
 async def _replay(deps: Deps, inbound: InboundRequest) -> Opened | None:

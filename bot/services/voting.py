@@ -241,6 +241,12 @@ class Voting:
         self._delegations_read = None
         self._delegations_gen += 1
 
+    def seed(self, request: ApprovalRequest) -> None:
+        """Called with a request this process has just opened (as stored, no votes yet): its
+        card draws clicks at once, and they need not read it first."""
+        if request.id not in self._snapshots:
+            self._remember(request.id, _Snapshot(request=replace(request), votes=Ballot([])))
+
     def forget_request(self, request_id: str) -> None:
         """Called after this process changes a request's rules outside a vote (break glass)."""
         self._snapshots.pop(request_id, None)
