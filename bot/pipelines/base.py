@@ -130,6 +130,8 @@ class PipelineAdapter(Protocol):
 
 def iso_utc(value: datetime) -> str:
     """ISO-8601 in UTC with a `Z` suffix and whole seconds, as every Quorum API shows times."""
-    if value.tzinfo is None:
-        raise ValueError("naive datetime; Quorum only handles timezone-aware UTC times")
-    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime; Quorum only handles timezone-aware UTC times")
+        value = value.astimezone(UTC)
+    return value.replace(microsecond=0, tzinfo=None).isoformat() + "Z"

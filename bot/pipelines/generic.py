@@ -201,18 +201,20 @@ def decision_payload(
         "request_id": request.id,
         "decision": str(decision),
         "reason": reason,
-        "votes": [
-            {
-                "user": vote.clicked_by,
-                "vote": vote.kind.value,
-                "reason": vote.reason,
-                "at": iso_utc(vote.cast_at),
-                "on_behalf_of": vote.voter if vote.clicked_by != vote.voter else None,
-            }
-            for vote in votes
-        ],
+        "votes": [_vote_entry(vote) for vote in votes],
         "decided_at": iso_utc(decided_at),
         "break_glass": request.break_glass,
+    }
+
+
+def _vote_entry(vote: Vote) -> dict[str, Any]:
+    clicked_by = vote.actor or vote.voter
+    return {
+        "user": clicked_by,
+        "vote": str(vote.kind),
+        "reason": vote.reason,
+        "at": iso_utc(vote.cast_at),
+        "on_behalf_of": vote.voter if clicked_by != vote.voter else None,
     }
 
 

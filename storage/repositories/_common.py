@@ -67,10 +67,35 @@ def event_hash(
 def _plain_json(value: Mapping[str, Any]) -> dict[str, Any]:
     """`value` as plain JSON types (datetimes become ISO strings), exactly as it will be read
     back, so that the hash computed on append is the one recomputed on verify."""
-    if all(type(k) is str and type(v) in _PLAIN_SCALARS for k, v in value.items()):
-        return dict(value)  # already plain (most events): the round trip would change nothing
+    copied = _plain_copy(dict(value))
+    if copied is not _NOT_PLAIN:  # most values: the JSON round trip would change nothing
+        plain: dict[str, Any] = copied
+        return plain
     result: dict[str, Any] = json.loads(canonical_json(dict(value)))
     return result
+
+
+_NOT_PLAIN: Any = object()
+
+
+def _plain_copy(value: Any) -> Any:
+    """A copy of `value` if it is made of JSON's own types only (exactly str, int, bool, None,
+    and lists and str-keyed dicts of them), which JSON gives back unchanged; else _NOT_PLAIN."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if kind is list:
+        items = [_plain_copy(item) for item in value]
+        return _NOT_PLAIN if any(item is _NOT_PLAIN for item in items) else items
+    if kind is dict:
+        copied = {}
+        for key, item in value.items():
+            plain = _plain_copy(item)
+            if type(key) is not str or plain is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copied[key] = plain
+        return copied
+    return _NOT_PLAIN
 
 
 def _is_unique_violation(exc: IntegrityError) -> bool:

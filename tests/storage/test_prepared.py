@@ -3,6 +3,7 @@ queued deliveries are visible to its own reads and written at commit, or not at 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -10,7 +11,8 @@ import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 
-from storage.repositories._common import _table
+from bot.domain.model import DeliveryState
+from storage.repositories._common import _plain_json, _table, canonical_json
 from storage.repositories._prepared import Prepared
 from storage.tables import EventRow, OutboxRow
 from storage.uow import SqlDatabase
@@ -96,3 +98,33 @@ async def test_queued_deliveries_are_dropped_without_commit(database: SqlDatabas
         await uow.outbox.add(a_delivery("dlv-1"))
     async with database.unit_of_work(read_only=True) as uow:
         assert await uow.outbox.get_for_request("req-1") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            {"a": "x", "n": 1, "ok": True, "none": None},
+            {"a": "x", "n": 1, "ok": True, "none": None},
+        ),
+        ({"votes": [{"user": "U1", "at": "2026-03-02T09:30:15Z"}]}, None),  # already plain
+        ({"at": NOW}, {"at": "2026-03-02T09:30:15.123456+00:00"}),
+        ({"nested": [{"at": NOW}]}, {"nested": [{"at": "2026-03-02T09:30:15.123456+00:00"}]}),
+        ({"tuple": ("a", "b")}, {"tuple": ["a", "b"]}),
+        ({"kind": DeliveryState.PENDING}, {"kind": "pending"}),
+        ({"ratio": 0.5}, {"ratio": 0.5}),
+    ],
+)
+def test_plain_json_is_what_json_gives_back(
+    value: dict[str, object], expected: dict[str, object] | None
+) -> None:
+    plain = _plain_json(value)
+    assert plain == (value if expected is None else expected)
+    assert plain == json.loads(json.dumps(plain))
+    assert {type(v) for v in plain.values()} == {
+        type(v) for v in json.loads(canonical_json(value)).values()
+    }
+    # A copy: changing what was stored does not change the caller's value, nor the reverse.
+    for item in plain.values():
+        if isinstance(item, list | dict):
+            assert all(item is not original for original in value.values())

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -441,6 +442,18 @@ def test_delivery_payload_refuses_undecided_requests(adapter: GenericAdapter) ->
 def test_decision_payload_refuses_unknown_decisions() -> None:
     with pytest.raises(ValueError, match="decision"):
         decision_payload(make_request(), [], "pending", None, NOW)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2025, 1, 1, 9, 30, 15, 999999, tzinfo=UTC),
+        datetime(2025, 1, 1, 11, 30, 15, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2025, 1, 1, 4, 30, 15, 1, tzinfo=ZoneInfo("America/New_York")),
+    ],
+)
+def test_iso_utc_shows_whole_seconds_in_utc(value: datetime) -> None:
+    assert iso_utc(value) == "2025-01-01T09:30:15Z"
 
 
 def test_iso_utc_refuses_naive_datetimes() -> None:
