@@ -179,7 +179,35 @@ class PrefetchingCursor(aiosqlite.Cursor):
 
 
 class PrefetchingConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose `cursor()` costs no trip (see the module docstring)."""
+    """An aiosqlite connection whose `cursor()` costs no trip (see the module docstring), and
+    whose `rollback()` costs none when there is nothing to roll back: SQLAlchemy's pool rolls
+    back every connection it gets back, and most come back just after their commit."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int) -> None:
+        super().__init__(connector, iter_chunk_size)
+        # Calls queued for the connection's thread, and calls it has finished (written by that
+        # thread): equal when nothing is queued or running.
+        self._queued = 0
+        self._finished = 0
+
+    async def _execute(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        def run() -> _T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._finished += 1
+
+        self._queued += 1
+        result = await super()._execute(run)  # type: ignore[no-untyped-call]
+        return cast(_T, result)
+
+    async def rollback(self) -> None:
+        # Idle and outside a transaction: ROLLBACK would do nothing. Anything still queued (a
+        # BEGIN whose caller was cancelled, say) may open one, so then it is sent after it.
+        idle = self._queued == self._finished and self._connection is not None
+        if idle and not self.sqlite_connection().in_transaction:
+            return
+        await super().rollback()
 
     def sqlite_connection(self) -> sqlite3.Connection:
         """The sqlite3 connection, to be used only by functions run on this connection's thread."""

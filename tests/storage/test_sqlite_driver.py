@@ -3,6 +3,8 @@ statement, and streams results larger than its prefetch."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,35 @@ async def test_core_statements_round_trip(tmp_path: Path) -> None:
             assert (await connection.execute(text("PRAGMA data_version"))).scalar() is not None
     finally:
         await engine.dispose()
+
+
+async def test_rollback_is_sent_only_when_there_may_be_something_to_roll_back(
+    tmp_path: Path,
+) -> None:
+    connection = await sqlite_driver.connect(tmp_path / "raw.db", isolation_level=None)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("CREATE TABLE t (n INTEGER)")
+            # Idle, no transaction: nothing is sent to the connection's thread.
+            sent = connection._queued
+            await connection.rollback()
+            assert connection._queued == sent
+            # In a transaction: rolled back.
+            await cursor.execute("BEGIN IMMEDIATE")
+            await cursor.execute("INSERT INTO t VALUES (1)")
+            await connection.rollback()
+            assert connection._queued == sent + 3
+            await cursor.execute("SELECT count(*) FROM t")
+            assert await cursor.fetchone() == (0,)
+            # A BEGIN still queued (its caller gave up waiting) is rolled back after it runs.
+            busy = asyncio.ensure_future(connection._execute(time.sleep, 0.2))
+            begin = asyncio.ensure_future(cursor.execute("BEGIN IMMEDIATE"))
+            await asyncio.sleep(0)  # both queued; the thread is still sleeping
+            begin.cancel()
+            await connection.rollback()
+            assert not connection.sqlite_connection().in_transaction
+            await busy
+            await cursor.execute("BEGIN IMMEDIATE")  # the connection is usable as new
+            await cursor.execute("ROLLBACK")
+    finally:
+        await connection.close()
