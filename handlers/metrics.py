@@ -47,6 +47,9 @@ def register(app: web.Application, *, get_backlog: GetBacklog) -> None:
         "quorum_slack_messages_pending", "Queued Slack messages not yet sent.", registry=registry
     )
 
+    by_status: dict[tuple[str, int], Counter] = {}
+    by_route: dict[str, Histogram] = {}
+
     @web.middleware
     async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource
@@ -61,8 +64,14 @@ def register(app: web.Application, *, get_backlog: GetBacklog) -> None:
             status = exc.status
             raise
         finally:
-            requests.labels(name, str(status)).inc()
-            latency.labels(name).observe(time.perf_counter() - started)
+            counted = by_status.get((name, status))
+            if counted is None:  # the label lookup (locked) once per route and status
+                counted = by_status[name, status] = requests.labels(name, str(status))
+            timed = by_route.get(name)
+            if timed is None:
+                timed = by_route[name] = latency.labels(name)
+            counted.inc()
+            timed.observe(time.perf_counter() - started)
 
     async def handle_metrics(_: web.Request) -> web.Response:
         backlog = await get_backlog()

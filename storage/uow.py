@@ -128,7 +128,8 @@ class SqlUnitOfWork:
     async def write_mark(self) -> Hashable | None:
         if self._tracking is None:
             return None
-        data_version = await self.session.scalar(text("PRAGMA data_version"))
+        connection = await self.session.connection()
+        data_version = (await connection.exec_driver_sql("PRAGMA data_version")).scalar()
         self._mark = (int(data_version or 0), self._tracking.commits)
         return self._mark
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import CursorResult, Dialect
+from sqlalchemy import CursorResult, Dialect, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert, Update
 
@@ -93,3 +93,34 @@ class Prepared:
             return tuple(converted)
 
         return _Compiled(sql=core.string, values=values)
+
+
+class PreparedLookup:
+    """A SELECT whose only parameter is a list of values for one expanding IN (`bindparam(...,
+    expanding=True)`), compiled once per dialect and list length and sent to the driver as it
+    is. The rows come back as the driver gives them: select only columns whose driver values
+    need no conversion (strings, integers)."""
+
+    def __init__(self, statement: Select[Any], parameter: str) -> None:
+        self._statement = statement
+        self._parameter = parameter
+        self._compiled: dict[tuple[str, int], str] = {}
+
+    async def all(self, session: AsyncSession, values: Sequence[Any]) -> Sequence[Any]:
+        connection = await session.connection()
+        key = (connection.dialect.name, len(values))
+        sql = self._compiled.get(key)
+        if sql is None:
+            sql = self._compiled[key] = self._compile(connection.dialect, len(values))
+        result = await connection.exec_driver_sql(sql, tuple(values))
+        return result.all()
+
+    def _compile(self, dialect: Dialect, count: int) -> str:
+        # Rendered with one placeholder per value (the values themselves are sent apart).
+        placeholders = self._statement.params({self._parameter: [None] * count})
+        rendered = placeholders.compile(
+            dialect=dialect, compile_kwargs={"render_postcompile": True}
+        )
+        if not dialect.positional or rendered.positiontup is None:
+            raise ValueError(f"{dialect.name}: only positional drivers are supported")
+        return rendered.string

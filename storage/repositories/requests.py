@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Final
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import (
@@ -23,7 +23,7 @@ from bot.domain.model import (
 )
 from bot.ports import ConcurrencyError
 from storage.repositories._common import _plain_json, _table
-from storage.repositories._prepared import Prepared
+from storage.repositories._prepared import Prepared, PreparedLookup
 from storage.tables import RequestRow
 
 # SLA timer columns of `requests` that the domain may carry as `ApprovalRequest` fields; each one
@@ -46,6 +46,13 @@ _CARD_FIELDS: Final = ("card_revision", "message_ts")
 
 _UPDATES: dict[tuple[str, ...], Prepared] = {}
 _REQUESTS = _table(RequestRow)
+_LOCK = PreparedLookup(
+    select(_REQUESTS.c.id, _REQUESTS.c.revision)
+    .where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_REQUESTS.c.id)
+    .with_for_update(),
+    "ids",
+)
 _TOUCH = Prepared(
     update(_REQUESTS)
     .where(_REQUESTS.c.id == bindparam("b_id"))
@@ -238,15 +245,8 @@ class SqlRequestRepository:
         revisions, without loading them: a caller holding a copy at that revision can use it."""
         if not request_ids:
             return {}
-        table = RequestRow.__table__
-        assert isinstance(table, Table)
-        result = await self._session.execute(
-            select(table.c.id, table.c.revision)
-            .where(table.c.id.in_(sorted(set(request_ids))))
-            .order_by(table.c.id)
-            .with_for_update()
-        )
-        return {str(request_id): int(revision) for request_id, revision in result}
+        rows = await _LOCK.all(self._session, sorted(set(request_ids)))
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def get_many_for_update(
         self, request_ids: Sequence[str]

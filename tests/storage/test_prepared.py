@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.domain.model import DeliveryState
 from storage.repositories._common import _plain_json, _table, canonical_json
@@ -128,3 +128,29 @@ def test_plain_json_is_what_json_gives_back(
     for item in plain.values():
         if isinstance(item, list | dict):
             assert all(item is not original for original in value.values())
+
+
+async def test_lock_many_returns_revisions_and_locks_the_rows(database: SqlDatabase) -> None:
+    async with database.unit_of_work() as uow:
+        for n in range(5):
+            await uow.requests.add(a_request(f"req-{n}"))
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        await uow.requests.touch_many(["req-3"])
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        # Each list length is its own statement: several lengths, duplicates, missing ids.
+        assert await uow.requests.lock_many(["req-1"]) == {"req-1": 0}
+        assert await uow.requests.lock_many(["req-4", "req-3", "req-x", "req-3"]) == {
+            "req-3": 1,
+            "req-4": 0,
+        }
+        locked = await uow.requests.lock_many([f"req-{n}" for n in range(5)])
+        assert locked == {f"req-{n}": int(n == 3) for n in range(5)}
+        if database.engine.dialect.name == "postgresql":
+            # FOR UPDATE: another transaction cannot take the row while this one holds it.
+            async with database.engine.connect() as other:
+                with pytest.raises(DBAPIError, match="could not obtain lock"):
+                    await other.execute(
+                        text("SELECT id FROM requests WHERE id = 'req-2' FOR UPDATE NOWAIT")
+                    )
