@@ -40,6 +40,17 @@ class DuplicateVoteError(ConcurrencyError):
     """The voter (or the person clicking) already has a vote on this request."""
 
 
+@dataclass(frozen=True, slots=True)
+class RequestLock:
+    """What `RequestRepository.lock_many` reads of a locked request: a copy of it at `revision`
+    is what is stored once its card position is taken from here."""
+
+    revision: int
+    channel: str
+    message_ts: str | None
+    card_revision: int
+
+
 class RequestRepository(Protocol):
     async def add(self, request: ApprovalRequest) -> None: ...
 
@@ -59,8 +70,9 @@ class RequestRepository(Protocol):
         """`get_for_update` for several requests at once (missing ids are left out)."""
         ...
 
-    async def lock_many(self, request_ids: Sequence[str]) -> Mapping[str, int]:
-        """Lock several requests and return their revisions, without loading them."""
+    async def lock_many(self, request_ids: Sequence[str]) -> Mapping[str, RequestLock]:
+        """Lock several requests and return their revisions and card positions (the columns
+        written without a revision bump), without loading the rest."""
         ...
 
     async def save_many(

@@ -399,16 +399,23 @@ async def _load_locked(
     uow: UnitOfWork, request_ids: Sequence[str], cached: Mapping[str, _Snapshot]
 ) -> dict[str, _Snapshot]:
     """The batch's requests, locked, with their votes. Every write to a request bumps its
-    revision, so a cached snapshot at the locked revision is exactly what is stored: it is
-    copied (the batch may change it and then roll back) instead of read. Only the others are
-    loaded, in two statements for all of them."""
-    revisions = await uow.requests.lock_many(request_ids)
+    revision except the card position's, so a cached snapshot at the locked revision, given
+    the card position read with the lock, is exactly what is stored: it is copied (the batch
+    may change it and then roll back) instead of read. Only the others are loaded, in two
+    statements for all of them."""
+    locks = await uow.requests.lock_many(request_ids)
     found: dict[str, _Snapshot] = {}
-    for rid, revision in revisions.items():
+    for rid, lock in locks.items():
         snapshot = cached.get(rid)
-        if snapshot is not None and snapshot.request.revision == revision:
-            found[rid] = _Snapshot(request=replace(snapshot.request), votes=snapshot.votes.copy())
-    stale = [rid for rid in revisions if rid not in found]
+        if snapshot is not None and snapshot.request.revision == lock.revision:
+            request = replace(
+                snapshot.request,
+                channel=lock.channel,
+                message_ts=lock.message_ts,
+                card_revision=lock.card_revision,
+            )
+            found[rid] = _Snapshot(request=request, votes=snapshot.votes.copy())
+    stale = [rid for rid in locks if rid not in found]
     if stale:
         requests = await uow.requests.get_many_for_update(stale)
         votes = await uow.votes.list_for_many(list(requests))

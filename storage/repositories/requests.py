@@ -21,7 +21,7 @@ from bot.domain.model import (
     Risk,
     Rule,
 )
-from bot.ports import ConcurrencyError
+from bot.ports import ConcurrencyError, RequestLock
 from storage.repositories._common import _plain_json, _table
 from storage.repositories._prepared import Prepared, PreparedLookup
 from storage.tables import RequestRow
@@ -47,7 +47,13 @@ _CARD_FIELDS: Final = ("card_revision", "message_ts")
 _UPDATES: dict[tuple[str, ...], Prepared] = {}
 _REQUESTS = _table(RequestRow)
 _LOCK = PreparedLookup(
-    select(_REQUESTS.c.id, _REQUESTS.c.revision)
+    select(
+        _REQUESTS.c.id,
+        _REQUESTS.c.revision,
+        _REQUESTS.c.channel,
+        _REQUESTS.c.message_ts,
+        _REQUESTS.c.card_revision,
+    )
     .where(_REQUESTS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_REQUESTS.c.id)
     .with_for_update(),
@@ -240,13 +246,22 @@ class SqlRequestRepository:
         )
         return {row.id: _request_from_row(row) for row in rows}
 
-    async def lock_many(self, request_ids: Sequence[str]) -> Mapping[str, int]:
+    async def lock_many(self, request_ids: Sequence[str]) -> Mapping[str, RequestLock]:
         """Lock several requests (id order, FOR UPDATE on PostgreSQL) and return their current
-        revisions, without loading them: a caller holding a copy at that revision can use it."""
+        revisions and card positions, without loading the rest: a caller holding a copy at
+        that revision can use it (with the card position read here)."""
         if not request_ids:
             return {}
         rows = await _LOCK.all(self._session, sorted(set(request_ids)))
-        return {str(row[0]): int(row[1]) for row in rows}
+        return {
+            str(row[0]): RequestLock(
+                revision=int(row[1]),
+                channel=str(row[2]),
+                message_ts=row[3],
+                card_revision=int(row[4]),
+            )
+            for row in rows
+        }
 
     async def get_many_for_update(
         self, request_ids: Sequence[str]

@@ -77,3 +77,28 @@ async def test_clicks_on_a_card_this_process_opened_need_no_read_of_it(env: Env)
     _, data = await env.quorum.status(request_id)
     assert [v["user"] for v in data["votes"]] == [OWNER_2]
     assert counting.reads == 1  # the delegations; the request came from its intake
+
+
+async def test_a_vote_on_a_seeded_request_keeps_its_posted_card(env: Env) -> None:
+    """The seeded snapshot predates the card; the card's position is written without a revision
+    bump, so the writer takes it from the lock (status reports link the card with it)."""
+    request_id = await env.open()
+    await env.card_of(request_id)
+    deps = env.quorum.deps
+    for _ in range(200):  # the card's position is recorded right after it is posted
+        async with deps.database.unit_of_work(read_only=True) as uow:
+            stored = await uow.requests.get(request_id)
+        if stored is not None and stored.message_ts is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert stored is not None
+    assert stored.message_ts is not None
+    assert env.quorum.app is not None
+    voting = env.quorum.app[RUNTIME].voting
+
+    status, _ = await env.quorum.click(ActionId.approve, OWNER_2, request_id)
+    assert status == 200
+
+    written = voting._snapshots[request_id].request  # what the writer keeps after its commit
+    assert (written.channel, written.message_ts) == (stored.channel, stored.message_ts)
+    assert written.card_revision == stored.card_revision

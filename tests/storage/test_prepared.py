@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.domain.model import DeliveryState
+from bot.ports import RequestLock
 from storage.repositories._common import _plain_json, _table, canonical_json
 from storage.repositories._prepared import Prepared
 from storage.tables import EventRow, OutboxRow
@@ -130,6 +131,10 @@ def test_plain_json_is_what_json_gives_back(
             assert all(item is not original for original in value.values())
 
 
+def _lock(revision: int) -> RequestLock:
+    return RequestLock(revision, channel="C0PAYMENTS", message_ts=None, card_revision=-1)
+
+
 async def test_lock_many_returns_revisions_and_locks_the_rows(database: SqlDatabase) -> None:
     async with database.unit_of_work() as uow:
         for n in range(5):
@@ -140,13 +145,17 @@ async def test_lock_many_returns_revisions_and_locks_the_rows(database: SqlDatab
         await uow.commit()
     async with database.unit_of_work() as uow:
         # Each list length is its own statement: several lengths, duplicates, missing ids.
-        assert await uow.requests.lock_many(["req-1"]) == {"req-1": 0}
+        assert await uow.requests.lock_many(["req-1"]) == {"req-1": _lock(0)}
         assert await uow.requests.lock_many(["req-4", "req-3", "req-x", "req-3"]) == {
-            "req-3": 1,
-            "req-4": 0,
+            "req-3": _lock(1),
+            "req-4": _lock(0),
         }
+        await uow.requests.mark_card_synced("req-2", 0, "C0OTHER", "1700000000.000200")
         locked = await uow.requests.lock_many([f"req-{n}" for n in range(5)])
-        assert locked == {f"req-{n}": int(n == 3) for n in range(5)}
+        assert {rid: lock.revision for rid, lock in locked.items()} == {
+            f"req-{n}": int(n == 3) for n in range(5)
+        }
+        assert locked["req-2"] == RequestLock(0, "C0OTHER", "1700000000.000200", 0)
         if database.engine.dialect.name == "postgresql":
             # FOR UPDATE: another transaction cannot take the row while this one holds it.
             async with database.engine.connect() as other:
