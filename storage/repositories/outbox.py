@@ -29,8 +29,8 @@ _COLUMNS = (
     "created_at",
     "delivered_at",
 )
-_INSERT = Prepared(insert(_table(OutboxRow)), _COLUMNS)
 _OUTBOX = _table(OutboxRow)
+_INSERT = Prepared(insert(_OUTBOX), _COLUMNS)
 _RECORD_ATTEMPT = Prepared(
     update(_OUTBOX)
     .where(_OUTBOX.c.id == bindparam("b_id"))

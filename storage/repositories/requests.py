@@ -71,11 +71,13 @@ def _revision_update(names: tuple[str, ...]) -> Prepared:
     once per set of columns (`save_many` writes either every domain column or a few)."""
     prepared = _UPDATES.get(names)
     if prepared is None:
-        table = _REQUESTS
         columns: dict[str, Any] = {n: bindparam(n) for n in names if not n.startswith("b_")}
         prepared = _UPDATES[names] = Prepared(
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.revision == bindparam("b_revision"))
+            update(_REQUESTS)
+            .where(
+                _REQUESTS.c.id == bindparam("b_id"),
+                _REQUESTS.c.revision == bindparam("b_revision"),
+            )
             .values(**columns)
         )
     return prepared
