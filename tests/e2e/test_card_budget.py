@@ -38,3 +38,35 @@ async def test_pending_updates_wait_for_the_budget_decisions_do_not(env: Env) ->
         lambda c: waiting in json.dumps(c.args.get("blocks", "")) and "Approved" in str(c.args),
     )
     assert update
+
+
+async def test_the_budget_serves_the_longest_waiting_card_first(env: Env) -> None:
+    pacing = env.quorum.deps.pacing
+    pacing.cards.interval = 0.0  # only the workspace budget limits here
+    pacing.updates = TokenBuckets(rate=0.0, burst=0.0)  # empty until the test grants one
+    first, second, third = [await env.open(version=f"v{i}") for i in range(3)]
+    for request_id in (first, second, third):  # posted in this order
+        await env.card_of(request_id)
+        status, _ = await env.quorum.click(ActionId.approve, OWNER_2, request_id)
+        assert status == 200
+
+    async def grant_one_and_see() -> str:
+        before = {r: _updates_of(env, r) for r in (first, second, third)}
+        pacing.updates = TokenBuckets(rate=0.0, burst=1.0)  # one update, then none
+        for _ in range(300):
+            after = {r: _updates_of(env, r) for r in (first, second, third)}
+            changed = [r for r in after if after[r] > before[r]]
+            if changed:
+                await asyncio.sleep(0.5)  # a few more sweeps: still one update only
+                assert sum(_updates_of(env, r) for r in after) == sum(before.values()) + 1
+                return changed[0]
+            await asyncio.sleep(0.01)
+        raise AssertionError("no card was updated")
+
+    # All three wait; the one whose card was shown longest ago goes first.
+    assert await grant_one_and_see() == first
+    status, _ = await env.quorum.click(ActionId.approve, OWNER_3, first)  # waits again
+    assert status == 200
+    assert await grant_one_and_see() == second
+    assert await grant_one_and_see() == third
+    assert await grant_one_and_see() == first
