@@ -1,5 +1,6 @@
 """A new card draws many clicks at once: they share one read of the request (not one each), and
-every click still gets its own exact answer."""
+every click still gets its own exact answer. The snapshots behind those answers stay exact: what
+the writer keeps is the stored request, and a read overtaken by a change is not cached."""
 
 from __future__ import annotations
 
@@ -102,3 +103,53 @@ async def test_a_vote_on_a_seeded_request_keeps_its_posted_card(env: Env) -> Non
     written = voting._snapshots[request_id].request  # what the writer keeps after its commit
     assert (written.channel, written.message_ts) == (stored.channel, stored.message_ts)
     assert written.card_revision == stored.card_revision
+
+
+class HeldDatabase:
+    """Our `Database` port, holding every read-only unit of work at its start until released."""
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        uow = self.inner.unit_of_work(read_only=read_only)
+        return _HeldUnitOfWork(uow, self) if read_only else uow  # type: ignore[return-value]
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+
+class _HeldUnitOfWork:
+    def __init__(self, uow: UnitOfWork, database: HeldDatabase) -> None:
+        self._uow = uow
+        self._database = database
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._database.entered.set()
+        await self._database.release.wait()
+        return await self._uow.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._uow.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+async def test_a_read_begun_before_a_request_is_forgotten_is_not_cached(env: Env) -> None:
+    """Break glass changes a request's rules and forgets its snapshot; a snapshot read that had
+    already begun must not bring the old rules back into the cache."""
+    request_id = await env.open()
+    assert env.quorum.app is not None
+    voting = env.quorum.app[RUNTIME].voting
+    voting.forget_request(request_id)  # not cached: the next click reads it
+    held = HeldDatabase(env.quorum.deps.database)
+    voting._deps = dataclasses.replace(voting._deps, database=held)
+
+    click = asyncio.ensure_future(env.quorum.click(ActionId.approve, "U0CROWD00", request_id))
+    await asyncio.wait_for(held.entered.wait(), 10)  # the read has begun
+    voting.forget_request(request_id)  # as break glass does, while the read is under way
+    held.release.set()
+    status, _ = await click
+
+    assert status == 200  # the click still gets its answer from what was read
+    assert request_id not in voting._snapshots
