@@ -63,6 +63,17 @@ def _policy() -> dict[str, Any]:
 # --- child processes -------------------------------------------------------------------------
 
 
+async def _serve(app: Any, port: int, ready: Any) -> None:
+    """Serve `app` on 127.0.0.1:`port`, report its base URL on `ready`, run until killed."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    ready.put(f"http://127.0.0.1:{port}")
+    await asyncio.Event().wait()
+
+
 def _run_fake_slack(ready: Any) -> None:
     from tests.fakes.slack_api import FakeSlack
 
@@ -76,8 +87,6 @@ def _run_fake_slack(ready: Any) -> None:
 
 def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
     import logging
-
-    from aiohttp import web
 
     from bot.app import build_app, tune_gc_for_serving
     from bot.policy import Policy
@@ -100,11 +109,7 @@ def _run_quorum(port: int, slack_url: str, db_path: str, ready: Any) -> None:
         )
         app = build_app(settings, Policy.from_mapping(_policy(), "bench.yml"))
         tune_gc_for_serving(app)  # as `quorum serve` does
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        ready.put(f"http://127.0.0.1:{port}")
-        await asyncio.Event().wait()
+        await _serve(app, port, ready)
 
     asyncio.run(main())
 
@@ -137,11 +142,7 @@ def _run_ack_only(port: int, slack_url: str, ready: Any) -> None:
 
         app = web.Application()
         app.router.add_post("/slack/events", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        ready.put(f"http://127.0.0.1:{port}")
-        await asyncio.Event().wait()
+        await _serve(app, port, ready)
 
     asyncio.run(main())
 

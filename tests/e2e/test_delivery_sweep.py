@@ -26,36 +26,33 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlDatabase
 from tests.e2e.harness import POLICY, WEBHOOK_SECRET, FakePipeline
+from tests.fakes.loopback import LoopbackServer
 from tests.storage.builders import NOW, a_request
 
 
-class HangingPipeline:
+class HangingPipeline(LoopbackServer):
     """A callback endpoint that answers only when released."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.called = asyncio.Event()
         self.release = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> HangingPipeline:
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/callback"
+
+    def routes(self, app: web.Application) -> None:
         async def receive(_request: web.Request) -> web.Response:
             self.called.set()
             await self.release.wait()
             return web.Response(status=204)
 
-        app = web.Application()
         app.router.add_post("/callback", receive)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callback"
-        return self
 
-    async def __aexit__(self, *_: object) -> None:
-        self.release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def stop(self) -> None:
+        self.release.set()  # a held answer must not keep the server from stopping
+        await super().stop()
 
 
 def _delivery(delivery_id: str, request_id: str, url: str) -> Delivery:
