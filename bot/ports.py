@@ -51,6 +51,34 @@ class RequestLock:
     card_revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class CardDue:
+    """A request whose card is out of date (`RequestRepository.list_cards_due`)."""
+
+    request_id: str
+    posted: bool  # the card is in Slack (else it is yet to be posted)
+    open: bool  # the request is still pending
+
+
+@dataclass(frozen=True, slots=True)
+class CardRef:
+    """Where a request's card is; `message_ts` None: not posted yet."""
+
+    request_id: str
+    channel: str
+    message_ts: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedCard:
+    """The card of `request_id`, at (`channel`, `message_ts`), now shows `revision`."""
+
+    request_id: str
+    revision: int
+    channel: str
+    message_ts: str
+
+
 class RequestRepository(Protocol):
     async def add(self, request: ApprovalRequest) -> None: ...
 
@@ -94,17 +122,15 @@ class RequestRepository(Protocol):
 
     async def list_open(self) -> Sequence[ApprovalRequest]: ...
 
-    async def list_card_out_of_date(
-        self, limit: int, *, skip: Collection[str] = ()
-    ) -> Sequence[ApprovalRequest]:
-        """Requests whose Slack card has not been posted yet or shows an older revision;
-        pending requests in `skip` whose card is posted are left out (their updates are paced)."""
+    async def list_cards_due(self, limit: int, *, skip: Collection[str] = ()) -> Sequence[CardDue]:
+        """Requests whose Slack card has not been posted yet or shows an older revision, oldest
+        first, without loading them; pending requests in `skip` whose card is posted are left
+        out (their updates are paced)."""
         ...
 
-    async def mark_card_synced(
-        self, request_id: str, revision: int, channel: str, message_ts: str
-    ) -> None:
-        """Record that the card at (channel, message_ts) now shows `revision` (never goes back)."""
+    async def mark_cards_synced(self, cards: Sequence[SyncedCard]) -> None:
+        """Record where each card is and the revision it now shows (never goes back: a
+        revision at or below the recorded one changes nothing). Does not bump `revision`."""
         ...
 
     async def count_open(self) -> int: ...
@@ -145,7 +171,9 @@ class VoteRepository(Protocol):
         """The votes of several requests, each list in the order cast."""
         ...
 
-    async def list_unannounced(self, limit: int) -> Sequence[Vote]: ...
+    async def list_unannounced(self, limit: int) -> Sequence[tuple[Vote, CardRef]]:
+        """Votes not yet posted as a thread reply, oldest first, each with its request's card."""
+        ...
 
     async def mark_announced(self, request_id: str, voter: str, at: datetime) -> None: ...
 
@@ -177,6 +205,12 @@ class Outbox(Protocol):
         ...
 
     async def get_for_request(self, request_id: str) -> Sequence[Delivery]: ...
+
+    async def get_for_requests(
+        self, request_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Delivery]]:
+        """`get_for_request` for several requests in one read (every id is a key)."""
+        ...
 
     async def count_for_request(self, request_id: str, kind: str) -> int:
         """How many deliveries of `kind` were ever queued for the request (progress budgets)."""
@@ -396,8 +430,8 @@ class Announcer(Protocol):
         """Post the card when `request.message_ts` is None, else update that message in place."""
         ...
 
-    async def post_vote(self, request: ApprovalRequest, vote: Vote) -> None:
-        """A thread reply under the card recording the vote."""
+    async def post_vote(self, card: CardRef, vote: Vote) -> None:
+        """A thread reply under the (posted) card recording the vote."""
         ...
 
     async def post_decision(self, request: ApprovalRequest, tally: Tally) -> None: ...

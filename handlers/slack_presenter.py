@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from bot.domain.model import ApprovalRequest, Vote
 from bot.domain.quorum import Tally
-from bot.ports import CardStatus, Chat, Clock, PostedMessage
+from bot.ports import CardRef, CardStatus, Chat, Clock, PostedMessage
 from handlers import blocks
 
 
@@ -34,11 +34,11 @@ class SlackAnnouncer:
         await self._chat.update_message(request.channel, request.message_ts, card.text, card.blocks)
         return PostedMessage(channel=request.channel, ts=request.message_ts)
 
-    async def post_vote(self, request: ApprovalRequest, vote: Vote) -> None:
-        if request.message_ts is None:
-            raise ValueError(f"the card of {request.id} is not posted yet")
+    async def post_vote(self, card: CardRef, vote: Vote) -> None:
+        if card.message_ts is None:
+            raise ValueError(f"the card of {card.request_id} is not posted yet")
         await self._chat.post_message(
-            request.channel, blocks.render_vote_reply(vote), thread_ts=request.message_ts
+            card.channel, blocks.render_vote_reply(vote), thread_ts=card.message_ts
         )
 
     async def post_decision(self, request: ApprovalRequest, tally: Tally) -> None:

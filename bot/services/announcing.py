@@ -14,7 +14,7 @@ from bot.domain import events
 from bot.domain.freezes import FreezeWindow
 from bot.domain.model import ApprovalRequest, Delivery, DeliveryState, Vote
 from bot.domain.quorum import tally
-from bot.ports import CardStatus, PostedMessage
+from bot.ports import CardDue, CardRef, CardStatus, PostedMessage, SyncedCard
 from bot.services.deps import Deps
 from bot.services.freezes import card_note, windows_at
 from bot.services.pacing import CARD_UPDATES
@@ -62,33 +62,37 @@ def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
 async def sync_cards(deps: Deps) -> int:
     """Post missing cards and update stale ones. Returns how many were brought up to date.
 
-    One read for the whole sweep; a new card's position is recorded right after it is posted
-    (a crash must not post it twice), updated cards' revisions in one write at the end (an
-    update repeated after a crash is harmless)."""
+    One read for the whole sweep, of only the cards drawn now; a new card's position is
+    recorded right after it is posted (a crash must not post it twice), updated cards'
+    revisions in one write at the end (an update repeated after a crash is harmless)."""
     throttle, budget = deps.pacing.cards, deps.pacing.updates
     async with deps.database.unit_of_work(read_only=True) as uow:
         # New cards and decided requests go out at once; a pending card under a burst of votes
         # is updated at most once a second, and all pending cards together within the
         # workspace's chat.update budget (the others stay out of date for a later sweep).
-        candidates = await uow.requests.list_card_out_of_date(
-            deps.tuning.batch_size, skip=throttle.waiting()
+        due = await uow.requests.list_cards_due(deps.tuning.batch_size, skip=throttle.waiting())
+        chosen = [card.request_id for card in due if _urgent(card)]
+        paced = sorted(
+            (
+                c.request_id
+                for c in due
+                if not _urgent(c) and throttle.due(c.request_id, urgent=False)
+            ),
+            key=throttle.last_update,  # the longest-waiting first
         )
-        pending = sorted(
-            (r for r in candidates if not _urgent(r) and throttle.due(r.id, urgent=False)),
-            key=lambda r: throttle.last_update(r.id),  # the longest-waiting first
-        )
-        stale = [r for r in candidates if _urgent(r)]
-        stale += [r for r in pending if budget.take(CARD_UPDATES)]
-        if not stale:
+        chosen += [request_id for request_id in paced if budget.take(CARD_UPDATES)]
+        if not chosen:
             return 0
+        requests = await uow.requests.get_many(chosen)
+        stale = [requests[request_id] for request_id in chosen if request_id in requests]
         votes = await uow.votes.list_for_many([r.id for r in stale])
-        deliveries = {r.id: list(await uow.outbox.get_for_request(r.id)) for r in stale}
+        deliveries = await uow.outbox.get_for_requests([r.id for r in stale])
         windows = await windows_at(uow, deps.policy, deps.clock.now())
-    updated: list[tuple[ApprovalRequest, PostedMessage]] = []
+    updated: list[SyncedCard] = []
     for request in stale:
         try:
             posted = await _show_card(
-                deps, request, list(votes[request.id]), deliveries[request.id], windows
+                deps, request, list(votes[request.id]), list(deliveries[request.id]), windows
             )
         except Exception:
             log.exception(
@@ -97,19 +101,16 @@ async def sync_cards(deps: Deps) -> int:
             continue
         throttle.updated(request.id)
         if request.message_ts is not None:
-            updated.append((request, posted))
+            updated.append(SyncedCard(request.id, request.revision, posted.channel, posted.ts))
     if updated:
         async with deps.database.unit_of_work() as uow:
-            for request, posted in updated:
-                await uow.requests.mark_card_synced(
-                    request.id, request.revision, posted.channel, posted.ts
-                )
+            await uow.requests.mark_cards_synced(updated)
             await uow.commit()
     return len(stale)
 
 
-def _urgent(request: ApprovalRequest) -> bool:
-    return request.message_ts is None or not request.state.is_open
+def _urgent(card: CardDue) -> bool:
+    return not card.posted or not card.open
 
 
 async def _show_card(
@@ -131,10 +132,9 @@ async def _show_card(
     posted = await deps.announcer.show_card(request, current, votes, status)
     if request.message_ts is None:  # a new card: record where it is before anything else
         now = deps.clock.now()
+        card = SyncedCard(request.id, request.revision, posted.channel, posted.ts)
         async with deps.database.unit_of_work() as uow:
-            await uow.requests.mark_card_synced(
-                request.id, request.revision, posted.channel, posted.ts
-            )
+            await uow.requests.mark_cards_synced([card])
             await uow.events.append(events.card_posted(request.id, posted.channel, posted.ts, now))
             await on_card_posted(deps, uow, request, current, posted.channel, posted.ts, now)
             await uow.commit()
@@ -144,25 +144,23 @@ async def _show_card(
 async def announce_votes(deps: Deps) -> int:
     """Post a thread reply under the card for each recorded vote not yet announced."""
     async with deps.database.unit_of_work(read_only=True) as uow:
-        votes = list(await uow.votes.list_unannounced(deps.tuning.batch_size))
-        requests = await uow.requests.get_many(list({vote.request_id for vote in votes}))
+        unannounced = await uow.votes.list_unannounced(deps.tuning.batch_size)
     done = 0
-    for vote in votes:
-        request = requests.get(vote.request_id)
-        if request is None or request.message_ts is None:
+    for vote, card in unannounced:
+        if card.message_ts is None:
             continue  # the card is not posted yet: the reply waits for it
-        if not deps.pacing.replies.take(request.channel):
+        if not deps.pacing.replies.take(card.channel):
             continue  # about one message a second per channel; the reply stays due
         try:
-            await _announce_vote(deps, request, vote)
+            await _announce_vote(deps, card, vote)
             done += 1
         except Exception:
-            log.exception("could not announce a vote on %s; next sweep retries", request.id)
+            log.exception("could not announce a vote on %s; next sweep retries", card.request_id)
     return done
 
 
-async def _announce_vote(deps: Deps, request: ApprovalRequest, vote: Vote) -> None:
-    await deps.announcer.post_vote(request, vote)
+async def _announce_vote(deps: Deps, card: CardRef, vote: Vote) -> None:
+    await deps.announcer.post_vote(card, vote)
     async with deps.database.unit_of_work() as uow:
         await uow.votes.mark_announced(vote.request_id, vote.voter, deps.clock.now())
         await uow.commit()

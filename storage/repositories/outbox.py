@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,14 +97,25 @@ class SqlOutbox:
             await _INSERT.execute_many(self._session, rows)
 
     async def get_for_request(self, request_id: str) -> Sequence[Delivery]:
+        return (await self.get_for_requests([request_id]))[request_id]
+
+    async def get_for_requests(
+        self, request_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Delivery]]:
+        """Each request's deliveries in the order queued, in one statement."""
+        found: dict[str, list[Delivery]] = {request_id: [] for request_id in request_ids}
+        if not found:
+            return found
         await self.flush()
         rows = await self._session.scalars(
             select(OutboxRow)
-            .where(OutboxRow.request_id == request_id)
+            .where(OutboxRow.request_id.in_(sorted(found)))
             .order_by(OutboxRow.created_at, OutboxRow.id)
             .execution_options(populate_existing=True)
         )
-        return [_delivery_from_row(row) for row in rows]
+        for row in rows:
+            found[row.request_id].append(_delivery_from_row(row))
+        return found
 
     async def count_for_request(self, request_id: str, kind: str) -> int:
         """How many deliveries of `kind` were ever queued for the request (progress budgets)."""

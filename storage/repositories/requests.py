@@ -21,7 +21,7 @@ from bot.domain.model import (
     Risk,
     Rule,
 )
-from bot.ports import ConcurrencyError, RequestLock
+from bot.ports import CardDue, ConcurrencyError, RequestLock, SyncedCard
 from storage.repositories._common import _plain_json, _table
 from storage.repositories._prepared import Prepared, PreparedLookup
 from storage.tables import RequestRow
@@ -40,7 +40,7 @@ _SLA_FIELDS: Final = (
 )
 _REQUEST_FIELDS: Final = frozenset(f.name for f in fields(ApprovalRequest))
 _MAPPED_SLA_FIELDS: Final = tuple(name for name in _SLA_FIELDS if name in _REQUEST_FIELDS)
-# Written only by `mark_card_synced`, so that a save from a stale read cannot move the card back.
+# Written only by `mark_cards_synced`, so that a save from a stale read cannot move the card back.
 _CARD_FIELDS: Final = ("card_revision", "message_ts")
 
 
@@ -58,6 +58,16 @@ _LOCK = PreparedLookup(
     .order_by(_REQUESTS.c.id)
     .with_for_update(),
     "ids",
+)
+# Written only here, so that a save from a stale read cannot move the card back.
+_SYNC_CARD = Prepared(
+    update(_REQUESTS)
+    .where(_REQUESTS.c.id == bindparam("b_id"), _REQUESTS.c.card_revision < bindparam("b_revision"))
+    .values(
+        card_revision=bindparam("b_revision"),
+        channel=bindparam("b_channel"),
+        message_ts=bindparam("b_ts"),
+    )
 )
 _TOUCH = Prepared(
     update(_REQUESTS)
@@ -322,7 +332,7 @@ class SqlRequestRepository:
             await _TOUCH.execute_many(self._session, [{"b_id": request_id} for request_id in ids])
 
     async def save(self, request: ApprovalRequest) -> None:
-        """Write back every domain field except the card position (see `mark_card_synced`),
+        """Write back every domain field except the card position (see `mark_cards_synced`),
         if the stored revision is still `request.revision`; then bump it on the row and on
         `request` and refresh `request`'s card fields. Else raise ConcurrencyError."""
         values = _request_values(request)
@@ -362,44 +372,43 @@ class SqlRequestRepository:
         )
         return int(count or 0)
 
-    async def list_card_out_of_date(
-        self, limit: int, *, skip: Collection[str] = ()
-    ) -> Sequence[ApprovalRequest]:
-        """Requests whose card is not posted yet or shows an older revision, oldest first.
-        `skip` leaves out pending requests with a posted card (cards being paced): they are
-        filtered on a narrow Core read, so only the cards due now are loaded in full."""
+    async def list_cards_due(self, limit: int, *, skip: Collection[str] = ()) -> Sequence[CardDue]:
+        """Requests whose card is not posted yet or shows an older revision, oldest first. A
+        narrow read: the sweep picks which cards to draw now (paced ones are left for later)
+        and loads only those."""
         table = _REQUESTS
         due = [
-            request_id
+            CardDue(
+                request_id=request_id,
+                posted=message_ts is not None,
+                open=state == RequestState.PENDING.value,
+            )
             for request_id, message_ts, state in await self._session.execute(
                 select(table.c.id, table.c.message_ts, table.c.state)
                 .where(table.c.card_revision < table.c.revision)
                 .order_by(table.c.created_at, table.c.id)
                 .limit(limit + len(skip))  # at most len(skip) of them are left out
             )
-            if message_ts is None or state != RequestState.PENDING.value or request_id not in skip
-        ][:limit]
-        if not due:
-            return []
-        rows = await self._session.scalars(
-            select(RequestRow)
-            .where(RequestRow.id.in_(due))
-            .order_by(RequestRow.created_at, RequestRow.id)
-            .execution_options(populate_existing=True)
-        )
-        return [_request_from_row(row) for row in rows]
+        ]
+        return [c for c in due if not (c.posted and c.open and c.request_id in skip)][:limit]
 
-    async def mark_card_synced(
-        self, request_id: str, revision: int, channel: str, message_ts: str
-    ) -> None:
-        """Record that the card at (channel, message_ts) shows `revision`. Never goes back: a
-        revision at or below the recorded one changes nothing. Does not bump `revision`."""
-        await self._session.execute(
-            update(RequestRow)
-            .where(RequestRow.id == request_id, RequestRow.card_revision < revision)
-            .values(card_revision=revision, channel=channel, message_ts=message_ts)
-            .execution_options(synchronize_session=False)
-        )
+    async def mark_cards_synced(self, cards: Sequence[SyncedCard]) -> None:
+        """Record each card's position and the revision it shows, in one executemany. Never
+        goes back: a revision at or below the recorded one changes nothing. Does not bump
+        `revision`."""
+        if cards:
+            await _SYNC_CARD.execute_many(
+                self._session,
+                [
+                    {
+                        "b_id": card.request_id,
+                        "b_revision": card.revision,
+                        "b_channel": card.channel,
+                        "b_ts": card.message_ts,
+                    }
+                    for card in sorted(cards, key=lambda card: card.request_id)  # lock order
+                ],
+            )
 
     async def list_reviews_open(self, limit: int) -> Sequence[ApprovalRequest]:
         """Break-glass requests whose post-incident review is not recorded, earliest due first."""

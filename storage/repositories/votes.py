@@ -4,26 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import Vote, VoteKind
-from bot.ports import DuplicateVoteError
+from bot.ports import CardRef, DuplicateVoteError
 from storage.repositories._common import _is_unique_violation, _table
 from storage.repositories._prepared import Prepared
-from storage.tables import VoteRow
+from storage.tables import RequestRow, VoteRow
 
 _VOTE_COLUMNS = ("request_id", "voter", "actor", "actor_key", "kind", "reason", "rule", "cast_at")
-_INSERT = Prepared(insert(_table(VoteRow)), _VOTE_COLUMNS)
 
 
-def _vote_from_row(row: VoteRow) -> Vote:
+_VOTES = _table(VoteRow)
+_REQUESTS = _table(RequestRow)
+_VOTE_FIELDS = tuple(
+    _VOTES.c[name] for name in ("request_id", "voter", "kind", "cast_at", "reason", "actor", "rule")
+)
+_KINDS = {kind.value: kind for kind in VoteKind}
+_INSERT = Prepared(insert(_VOTES), _VOTE_COLUMNS)
+
+
+def _vote_from_fields(row: Any) -> Vote:
+    """A vote from a Core row of `_VOTE_FIELDS` (and maybe more)."""
     return Vote(
         request_id=row.request_id,
         voter=row.voter,
-        kind=VoteKind(row.kind),
+        kind=_KINDS[row.kind],
         cast_at=row.cast_at,
         reason=row.reason,
         actor=row.actor,
@@ -82,10 +92,7 @@ class SqlVoteRepository:
         )
 
     async def list_for(self, request_id: str) -> Sequence[Vote]:
-        rows = await self._session.scalars(
-            select(VoteRow).where(VoteRow.request_id == request_id).order_by(VoteRow.seq)
-        )
-        return [_vote_from_row(row) for row in rows]
+        return (await self.list_for_many([request_id]))[request_id]
 
     async def list_for_many(self, request_ids: Sequence[str]) -> Mapping[str, Sequence[Vote]]:
         """The votes of several requests in one statement, each list in the order cast.
@@ -95,47 +102,28 @@ class SqlVoteRepository:
         found: dict[str, list[Vote]] = {request_id: [] for request_id in request_ids}
         if not found:
             return found
-        table = VoteRow.__table__
-        assert isinstance(table, Table)
         result = await self._session.execute(
-            select(
-                table.c.request_id,
-                table.c.voter,
-                table.c.kind,
-                table.c.cast_at,
-                table.c.reason,
-                table.c.actor,
-                table.c.rule,
-            )
-            .where(table.c.request_id.in_(list(found)))
-            .order_by(table.c.seq)
+            select(*_VOTE_FIELDS).where(_VOTES.c.request_id.in_(list(found))).order_by(_VOTES.c.seq)
         )
-        for request_id, voter, kind, cast_at, reason, actor, rule in result:
-            found[request_id].append(
-                Vote(
-                    request_id=request_id,
-                    voter=voter,
-                    kind=VoteKind(kind),
-                    cast_at=cast_at,
-                    reason=reason,
-                    actor=actor,
-                    rule=rule,
-                )
-            )
-        return found
-        rows = await self._session.scalars(
-            select(VoteRow).where(VoteRow.request_id.in_(list(found))).order_by(VoteRow.seq)
-        )
-        for row in rows:
-            found[row.request_id].append(_vote_from_row(row))
+        for row in result:
+            found[row.request_id].append(_vote_from_fields(row))
         return found
 
-    async def list_unannounced(self, limit: int) -> Sequence[Vote]:
-        """Votes not yet posted as a thread reply, oldest first."""
-        rows = await self._session.scalars(
-            select(VoteRow).where(VoteRow.announced_at.is_(None)).order_by(VoteRow.seq).limit(limit)
+    async def list_unannounced(self, limit: int) -> Sequence[tuple[Vote, CardRef]]:
+        """Votes not yet posted as a thread reply, oldest first, with their request's card (a
+        Core read: the sweep posts few of them per channel, so it loads no request)."""
+        votes, requests = _VOTES, _REQUESTS
+        result = await self._session.execute(
+            select(*_VOTE_FIELDS, requests.c.channel, requests.c.message_ts)
+            .join(requests, requests.c.id == votes.c.request_id)
+            .where(votes.c.announced_at.is_(None))
+            .order_by(votes.c.seq)
+            .limit(limit)
         )
-        return [_vote_from_row(row) for row in rows]
+        return [
+            (_vote_from_fields(row), CardRef(row.request_id, row.channel, row.message_ts))
+            for row in result
+        ]
 
     async def mark_announced(self, request_id: str, voter: str, at: datetime) -> None:
         """Record the thread reply for the vote; a vote already marked keeps its first time."""

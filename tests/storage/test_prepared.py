@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.domain.model import DeliveryState
-from bot.ports import RequestLock
+from bot.ports import RequestLock, SyncedCard
 from storage.repositories._common import _plain_json, _table, canonical_json
 from storage.repositories._prepared import Prepared
 from storage.tables import EventRow, OutboxRow
@@ -150,7 +150,9 @@ async def test_lock_many_returns_revisions_and_locks_the_rows(database: SqlDatab
             "req-3": _lock(1),
             "req-4": _lock(0),
         }
-        await uow.requests.mark_card_synced("req-2", 0, "C0OTHER", "1700000000.000200")
+        await uow.requests.mark_cards_synced(
+            [SyncedCard("req-2", 0, "C0OTHER", "1700000000.000200")]
+        )
         locked = await uow.requests.lock_many([f"req-{n}" for n in range(5)])
         assert {rid: lock.revision for rid, lock in locked.items()} == {
             f"req-{n}": int(n == 3) for n in range(5)

@@ -18,7 +18,7 @@ from bot.domain.model import (
     Vote,
     VoteKind,
 )
-from bot.ports import ConcurrencyError, DuplicateVoteError
+from bot.ports import CardDue, CardRef, ConcurrencyError, DuplicateVoteError, SyncedCard
 from storage.repositories import SqlRequestRepository
 from storage.tables import RequestRow
 from storage.uow import SqlDatabase, SqlUnitOfWork
@@ -134,15 +134,17 @@ async def test_card_sync_never_goes_back_and_survives_stale_saves(database: SqlD
         await uow.commit()
 
     async with database.unit_of_work() as uow:
-        out_of_date = await uow.requests.list_card_out_of_date(limit=10)
-        assert [r.id for r in out_of_date] == ["req-1", "req-2"]
+        due = await uow.requests.list_cards_due(limit=10)
+        assert due == [CardDue("req-1", False, True), CardDue("req-2", False, True)]
         read_before_sync = await uow.requests.get("req-1")
-        await uow.requests.mark_card_synced("req-1", 0, "C0OTHER", "1700000000.000100")
-        await uow.requests.mark_card_synced("req-1", -1, "C0OLD", "1.1")  # older: ignored
+        await uow.requests.mark_cards_synced(
+            [SyncedCard("req-1", 0, "C0OTHER", "1700000000.000100")]
+        )
+        await uow.requests.mark_cards_synced([SyncedCard("req-1", -1, "C0OLD", "1.1")])  # older
         await uow.commit()
 
     async with database.unit_of_work() as uow:
-        assert [r.id for r in await uow.requests.list_card_out_of_date(limit=10)] == ["req-2"]
+        assert [c.request_id for c in await uow.requests.list_cards_due(limit=10)] == ["req-2"]
         assert read_before_sync is not None
         read_before_sync.escalation_level = 1
         await uow.requests.save(read_before_sync)  # read before the sync: must not undo it
@@ -152,7 +154,7 @@ async def test_card_sync_never_goes_back_and_survives_stale_saves(database: SqlD
 
     async with database.unit_of_work() as uow:
         stored = await uow.requests.get("req-1")
-        out_of_date = await uow.requests.list_card_out_of_date(limit=1)
+        due = await uow.requests.list_cards_due(limit=1)
     assert stored is not None
     assert (stored.channel, stored.message_ts, stored.card_revision, stored.revision) == (
         "C0PAYMENTS",  # the save wrote the channel it read back
@@ -160,7 +162,44 @@ async def test_card_sync_never_goes_back_and_survives_stale_saves(database: SqlD
         0,
         1,
     )
-    assert [r.id for r in out_of_date] == ["req-1"]  # revision 1 > card 0; limit respected
+    assert due == [CardDue("req-1", True, True)]  # revision 1 > card 0; limit respected
+
+
+async def test_cards_due_skip_paced_cards_and_sync_in_one_write(database: SqlDatabase) -> None:
+    async with database.unit_of_work() as uow:
+        for n in range(4):
+            await uow.requests.add(a_request(f"req-{n}", created_at=NOW + timedelta(seconds=n)))
+        await uow.commit()
+    async with database.unit_of_work() as uow:  # every card posted, showing revision 0
+        await uow.requests.mark_cards_synced(
+            [SyncedCard(f"req-{n}", 0, "C0CARDS", f"17.{n}") for n in (3, 1, 0, 2)]
+        )
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        assert await uow.requests.list_cards_due(limit=10) == []
+        requests = await uow.requests.get_many([f"req-{n}" for n in range(4)])
+        assert {r.message_ts for r in requests.values()} == {"17.0", "17.1", "17.2", "17.3"}
+        decided = requests["req-0"]
+        decided.state = RequestState.APPROVED
+        for request in requests.values():
+            await uow.requests.save(request)  # revision 1: every card out of date
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        # A paced (open, posted) card in `skip` is left out; a decided one never is.
+        due = await uow.requests.list_cards_due(limit=2, skip={"req-0", "req-1"})
+        assert due == [CardDue("req-0", True, False), CardDue("req-2", True, True)]
+        await uow.requests.mark_cards_synced(
+            [SyncedCard("req-2", 1, "C0CARDS", "17.2"), SyncedCard("req-0", 1, "C0MOVED", "18.0")]
+        )
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        assert [c.request_id for c in await uow.requests.list_cards_due(limit=10)] == [
+            "req-1",
+            "req-3",
+        ]
+        moved = await uow.requests.get("req-0")
+    assert moved is not None
+    assert (moved.channel, moved.message_ts, moved.card_revision) == ("C0MOVED", "18.0", 1)
 
 
 async def test_list_due_by_sla_timer(database: SqlDatabase) -> None:
@@ -247,12 +286,16 @@ async def test_votes_round_trip_in_cast_order(database: SqlDatabase) -> None:
         await uow.commit()
     assert list(loaded) == votes  # insertion order, not cast_at order
     assert_aware_utc(loaded[0].cast_at)
-    assert [v.voter for v in unannounced] == ["U0ALICE", "U0CAROL"]
+    assert [vote for vote, _ in unannounced] == votes[:2]
+    assert {card for _, card in unannounced} == {CardRef("req-1", "C0PAYMENTS", None)}
 
     async with database.unit_of_work() as uow:
-        assert [v.voter for v in await uow.votes.list_unannounced(limit=10)] == [
-            "U0CAROL",
-            "U0EVE",
+        await uow.requests.mark_cards_synced([SyncedCard("req-1", 0, "C0PAYMENTS", "17.1")])
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        assert await uow.votes.list_unannounced(limit=10) == [
+            (votes[1], CardRef("req-1", "C0PAYMENTS", "17.1")),
+            (votes[2], CardRef("req-1", "C0PAYMENTS", "17.1")),
         ]
 
 
@@ -366,6 +409,25 @@ async def test_outbox_round_trip_claim_and_attempts(database: SqlDatabase) -> No
         # A lease that ran out makes the delivery claimable again (the worker died).
         after_lease = await uow.outbox.claim_due(lease, 10, lease + timedelta(minutes=1))
     assert [d.id for d in after_lease] == ["d-due"]
+
+
+async def test_outbox_deliveries_of_several_requests_in_one_read(database: SqlDatabase) -> None:
+    async with database.unit_of_work() as uow:
+        for request_id in ("req-1", "req-2", "req-3"):
+            await uow.requests.add(a_request(request_id))
+        await uow.outbox.add(a_delivery("d-2a", "req-2"))
+        await uow.outbox.add(a_delivery("d-1", "req-1"))
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        await uow.outbox.add(a_delivery("d-2b", "req-2"))  # queued, not yet inserted: read too
+        found = await uow.outbox.get_for_requests(["req-2", "req-3", "req-1", "req-none"])
+    assert {rid: [d.id for d in found[rid]] for rid in found} == {
+        "req-2": ["d-2a", "d-2b"],
+        "req-3": [],
+        "req-1": ["d-1"],
+        "req-none": [],
+    }
+    assert found["req-1"] == [a_delivery("d-1", "req-1")]
 
 
 async def test_outbox_next_due_at_is_none_when_nothing_pending(database: SqlDatabase) -> None:
