@@ -268,11 +268,12 @@ async def _verify(db_path: str, requests: list[str], expected_votes: int) -> tup
     return votes, decided
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a child process so far (Linux /proc)."""
+def _cpu_seconds(pid: int | None, task: int | None = None) -> float:
+    """User + system CPU time of a child process (or of one of its threads) so far (/proc)."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
 
@@ -327,20 +328,28 @@ def _round(
     bodies = [
         _click_body(MEMBERS[u], requests[r]) for u in range(APPROVALS) for r in range(n_requests)
     ]
+    q_main = _cpu_seconds(PIDS["quorum"], PIDS["quorum"])  # the event loop's thread
     q_cpu = _cpu_seconds(PIDS["quorum"]), _cpu_seconds(PIDS["slack"])
     spy = _profile(PIDS["quorum"], tag)
+    gen = time.process_time()  # the load generator's own CPU (this process)
     q_secs, q_lat, q_err = asyncio.run(_drive(f"{base}/slack/events", bodies, concurrency))
+    q_gen = time.process_time() - gen
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
     q_cpu = _cpu_seconds(PIDS["quorum"]) - q_cpu[0], _cpu_seconds(PIDS["slack"]) - q_cpu[1]
+    q_main = _cpu_seconds(PIDS["quorum"], PIDS["quorum"]) - q_main
     a_cpu = _cpu_seconds(PIDS["ack"])
+    gen = time.process_time()
     a_secs, a_lat, a_err = asyncio.run(_drive(f"{ack_base}/slack/events", bodies, concurrency))
+    a_gen = time.process_time() - gen
     a_cpu = _cpu_seconds(PIDS["ack"]) - a_cpu
     return {
         "q_cpu_ms": q_cpu[0] * 1000 / len(bodies),
+        "q_main_ms": q_main * 1000 / len(bodies),
         "slack_cpu_ms": q_cpu[1] * 1000 / len(bodies),
         "a_cpu_ms": a_cpu * 1000 / len(bodies),
+        "gen_ms": (q_gen * 1000 / len(bodies), a_gen * 1000 / len(bodies)),
         "requests": requests,
         "q_tput": len(bodies) / q_secs,
         "a_tput": len(bodies) / a_secs,
@@ -395,8 +404,10 @@ def main() -> None:
             f"  round {i}: quorum {one['q_tput']:6.0f}/s p99 {_pct(one['q_lat'], 0.99):6.1f} ms"
             f" | ack-only {one['a_tput']:6.0f}/s p99 {_pct(one['a_lat'], 0.99):6.1f} ms"
             f" | ratio {one['q_tput'] / one['a_tput']:.2f}"
-            f" | CPU per click: quorum {one['q_cpu_ms']:.2f} ms (+ fake Slack"
+            f" | CPU per click: quorum {one['q_cpu_ms']:.2f} ms (event loop thread"
+            f" {one['q_main_ms']:.2f} ms; fake Slack"
             f" {one['slack_cpu_ms']:.2f} ms), ack-only {one['a_cpu_ms']:.2f} ms"
+            f" | load generator {one['gen_ms'][0]:.2f} / {one['gen_ms'][1]:.2f} ms"
         )
     middle = sorted(rounds, key=lambda r: r["q_tput"] / r["a_tput"])[len(rounds) // 2]
     q_lat, a_lat = middle["q_lat"], middle["a_lat"]
