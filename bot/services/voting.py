@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -245,7 +245,7 @@ class Voting:
         """Called with a request this process has just opened (as stored, no votes yet): its
         card draws clicks at once, and they need not read it first."""
         if request.id not in self._snapshots:
-            self._remember(request.id, _Snapshot(request=replace(request), votes=Ballot([])))
+            self._remember(request.id, _Snapshot(request=request.copy(), votes=Ballot([])))
 
     def forget_request(self, request_id: str) -> None:
         """Called after this process changes a request's rules outside a vote (break glass)."""
@@ -408,12 +408,9 @@ async def _load_locked(
     for rid, lock in locks.items():
         snapshot = cached.get(rid)
         if snapshot is not None and snapshot.request.revision == lock.revision:
-            request = replace(
-                snapshot.request,
-                channel=lock.channel,
-                message_ts=lock.message_ts,
-                card_revision=lock.card_revision,
-            )
+            request = snapshot.request.copy()
+            request.channel, request.message_ts = lock.channel, lock.message_ts
+            request.card_revision = lock.card_revision
             found[rid] = _Snapshot(request=request, votes=snapshot.votes.copy())
     stale = [rid for rid in locks if rid not in found]
     if stale:
