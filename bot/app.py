@@ -38,6 +38,7 @@ from bot.services.freezes import FREEZE_JOB, sync_frozen_requests
 from bot.services.intake import Opened, open_request
 from bot.services.jobs import Job
 from bot.services.messaging import MessageSender
+from bot.services.retention import prune_webhook_log
 from bot.services.status import Backlog, RequestStatus, backlog, request_status
 from bot.services.timers import TimersJob
 from bot.services.updates import Applied, apply_update
@@ -154,7 +155,11 @@ def build_app(
             directory=directory,
             notifiers=notifiers,
             public_url=settings.public_url,
-            tuning=tuning or Tuning(retry_window=settings.quorum_callback_retry_window),
+            tuning=tuning
+            or Tuning(
+                retry_window=settings.quorum_callback_retry_window,
+                webhook_retention=settings.quorum_webhook_retention,
+            ),
             wake=scheduler.wake,
         )
         voting = Voting(deps)
@@ -175,6 +180,7 @@ def build_app(
         scheduler.every(Job.DELIVERIES, every.deliveries, lambda: deliver_due(deps))
         scheduler.every(FREEZE_JOB, 10.0, lambda: sync_frozen_requests(deps))
         scheduler.every(REVIEW_JOB, 300.0, lambda: remind_reviews(deps))
+        scheduler.every(Job.RETENTION, 3600.0, lambda: prune_webhook_log(deps))
         scheduler.every(Job.TIMERS, every.timers, TimersJob(deps, wake_timers).run)
         sender = MessageSender(deps, SlackChat(queue_client))
         scheduler.every(Job.MESSAGES, every.messages, sender.send_due)

@@ -242,6 +242,10 @@ class WebhookLog(Protocol):
         """Raises ConcurrencyError when (source, webhook_id) was already recorded."""
         ...
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Forget up to `limit` ids received before `before`, oldest first; how many were."""
+        ...
+
 
 class FreezeRepository(Protocol):
     async def add(self, freeze: Freeze) -> None: ...

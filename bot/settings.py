@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     quorum_callback_secret: SecretStr | None = None  # defaults to the first webhook secret
     quorum_api_token: SecretStr | None = None  # bearer token for GET /api/v1/requests/{id}
     quorum_callback_retry_window: timedelta = timedelta(hours=24)
+    quorum_webhook_retention: timedelta = timedelta(days=7)  # how long webhook ids are remembered
     github_webhook_secret: SecretStr | None = None
     github_app_id: str | None = None
     github_private_key: SecretStr | None = None
@@ -76,11 +77,20 @@ class Settings(BaseSettings):
     quorum_dev: bool = False  # use labelled local development values for missing Slack settings
     quorum_log_level: str = "INFO"
 
-    @field_validator("quorum_callback_retry_window", mode="before")
+    @field_validator("quorum_callback_retry_window", "quorum_webhook_retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, str):
             return parse_duration(value)
+        return value
+
+    @field_validator("quorum_webhook_retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        # Pipelines redeliver a webhook for minutes to hours; forgetting its id sooner would
+        # let a redelivery open a second request.
+        if value < timedelta(hours=1):
+            raise ValueError("expected at least 1h")
         return value
 
     @field_validator("database_url")

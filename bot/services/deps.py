@@ -19,6 +19,8 @@ class Tuning:
     retry_window: timedelta = timedelta(hours=24)
     lease: timedelta = timedelta(seconds=60)  # a claimed delivery is retried after this on a crash
     batch_size: int = 100  # outbox rows / cards handled per sweep
+    # How long an inbound webhook id is remembered (a redelivery within it opens nothing new).
+    webhook_retention: timedelta = timedelta(days=7)
 
 
 @dataclass(slots=True)

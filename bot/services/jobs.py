@@ -10,3 +10,4 @@ class Job(StrEnum):
     TIMERS = "timers"  # SLA reminders, escalations, expiry
     FREEZES = "freezes"  # apply freeze starts/ends to open requests
     REVIEWS = "reviews"  # break-glass review reminders
+    RETENTION = "retention"  # forget inbound webhook ids past their retention

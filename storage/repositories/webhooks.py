@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import ProcessedWebhook
 from bot.ports import ConcurrencyError
-from storage.repositories._common import _insert_unless_duplicate
+from storage.repositories._common import _aware, _insert_unless_duplicate
 from storage.tables import ProcessedWebhookRow
 
 
@@ -45,3 +48,20 @@ class SqlWebhookLog:
             raise ConcurrencyError(
                 f"webhook {record.source}/{record.webhook_id} was already processed"
             )
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` ids received before `before`, oldest first (a bounded
+        transaction: the sweep calls again while there are more)."""
+        row = ProcessedWebhookRow
+        oldest = (
+            select(row.source, row.webhook_id)
+            .where(row.received_at < _aware(before))
+            .order_by(row.received_at, row.source, row.webhook_id)
+            .limit(limit)
+        )
+        result = await self._session.execute(
+            delete(row)
+            .where(tuple_(row.source, row.webhook_id).in_(oldest))
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

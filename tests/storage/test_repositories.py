@@ -459,6 +459,41 @@ async def test_webhook_log_round_trip_and_duplicate(database: SqlDatabase) -> No
     assert_aware_utc(loaded.received_at)
 
 
+async def test_webhook_log_prunes_the_oldest_ids_before_a_time(database: SqlDatabase) -> None:
+    def received(source: str, webhook_id: str, age: timedelta) -> ProcessedWebhook:
+        return ProcessedWebhook(source, webhook_id, "b" * 64, None, NOW - age)
+
+    records = [
+        received("generic", "msg-old-1", timedelta(days=9)),
+        received("github", "msg-old-1", timedelta(days=8)),  # same id, another source
+        received("gitlab", "msg-old-2", timedelta(days=8, hours=1)),
+        received("generic", "msg-edge", timedelta(days=7)),  # exactly at the cut: kept
+        received("generic", "msg-new", timedelta(hours=1)),
+    ]
+    async with database.unit_of_work() as uow:
+        for record in records:
+            await uow.webhooks.add(record)
+        await uow.commit()
+
+    cut = (NOW - timedelta(days=7)).astimezone(CET)  # any offset: compared as an instant
+    async with database.unit_of_work() as uow:
+        assert await uow.webhooks.prune(cut, limit=2) == 2  # the two oldest
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        assert await uow.webhooks.get("generic", "msg-old-1") is None
+        assert await uow.webhooks.get("gitlab", "msg-old-2") is None
+        assert await uow.webhooks.get("github", "msg-old-1") is not None
+        assert await uow.webhooks.prune(cut, limit=2) == 1
+        assert await uow.webhooks.prune(cut, limit=2) == 0
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        left = [await uow.webhooks.get(r.source, r.webhook_id) for r in records]
+    assert [r.webhook_id for r in left if r is not None] == ["msg-edge", "msg-new"]
+    with pytest.raises(ValueError, match="naive datetime"):
+        async with database.unit_of_work() as uow:
+            await uow.webhooks.prune(NOW.replace(tzinfo=None), limit=1)
+
+
 async def test_freezes_round_trip_current_and_end(database: SqlDatabase) -> None:
     active = Freeze(
         id="f-active",

@@ -20,7 +20,14 @@ def test_defaults() -> None:
     assert settings.quorum_config == Path("./quorum.yml")
     assert (settings.quorum_host, settings.quorum_port) == ("127.0.0.1", 3000)
     assert settings.quorum_callback_retry_window == timedelta(hours=24)
+    assert settings.quorum_webhook_retention == timedelta(days=7)
     assert settings.is_sqlite
+
+
+def test_webhook_retention_is_a_duration_of_at_least_an_hour() -> None:
+    assert load_settings({"QUORUM_WEBHOOK_RETENTION": "2w"}).quorum_webhook_retention == (
+        timedelta(days=14)
+    )
 
 
 def test_settings_are_frozen() -> None:
@@ -38,6 +45,8 @@ def test_settings_are_frozen() -> None:
         ({"SLACK_API_URL": "localhost:9"}, "SLACK_API_URL: expected an http(s) URL"),
         ({"QUORUM_WEBHOOK_SECRET": "plain"}, "QUORUM_WEBHOOK_SECRET: expected one or more"),
         ({"QUORUM_CALLBACK_RETRY_WINDOW": "soon"}, "QUORUM_CALLBACK_RETRY_WINDOW:"),
+        ({"QUORUM_WEBHOOK_RETENTION": "soon"}, "QUORUM_WEBHOOK_RETENTION: invalid duration"),
+        ({"QUORUM_WEBHOOK_RETENTION": "30m"}, "QUORUM_WEBHOOK_RETENTION: expected at least 1h"),
         ({"QUORUM_LOG_LEVEL": "LOUD"}, "QUORUM_LOG_LEVEL: expected one of"),
     ],
 )
