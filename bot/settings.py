@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     quorum_callback_secret: SecretStr | None = None  # defaults to the first webhook secret
     quorum_api_token: SecretStr | None = None  # bearer token for GET /api/v1/requests/{id}
     quorum_callback_retry_window: timedelta = timedelta(hours=24)
-    quorum_webhook_retention: timedelta = timedelta(days=7)  # how long webhook ids are remembered
+    quorum_webhook_retention: timedelta = timedelta(days=8)  # how long webhook ids are remembered
     github_webhook_secret: SecretStr | None = None
     github_app_id: str | None = None
     github_private_key: SecretStr | None = None

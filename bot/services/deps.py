@@ -20,7 +20,7 @@ class Tuning:
     lease: timedelta = timedelta(seconds=60)  # a claimed delivery is retried after this on a crash
     batch_size: int = 100  # outbox rows / cards handled per sweep
     # How long an inbound webhook id is remembered (a redelivery within it opens nothing new).
-    webhook_retention: timedelta = timedelta(days=7)
+    webhook_retention: timedelta = timedelta(days=8)
 
 
 @dataclass(slots=True)

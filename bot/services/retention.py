@@ -1,10 +1,11 @@
 """Forget inbound webhook ids once no pipeline would redeliver them.
 
 `processed_webhooks` makes a redelivered webhook (same id) answer with the request it opened
-instead of opening another. Pipelines redeliver within hours (Standard Webhooks senders retry for
-about a day; GitHub lets a person redeliver for 3 days), so ids older than the retention window
-(`QUORUM_WEBHOOK_RETENTION`, 7 days by default) are deleted; the table stays the size of a week
-of deployments. A redelivery older than the window opens a new request.
+instead of opening another. Senders redeliver within days at most (Standard Webhooks senders
+retry for about a day; a person can redeliver a GitHub.com delivery for 3 days, a GitHub
+Enterprise Server one for 7), so ids older than the retention window (`QUORUM_WEBHOOK_RETENTION`,
+8 days by default) are deleted, and the table stays the size of about a week of deployments. A
+redelivery older than the window opens a new request.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert settings.quorum_config == Path("./quorum.yml")
     assert (settings.quorum_host, settings.quorum_port) == ("127.0.0.1", 3000)
     assert settings.quorum_callback_retry_window == timedelta(hours=24)
-    assert settings.quorum_webhook_retention == timedelta(days=7)
+    assert settings.quorum_webhook_retention == timedelta(days=8)
     assert settings.is_sqlite
 
 
