@@ -89,6 +89,14 @@ class Runtime:
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 
 
+def tuning_from(settings: Settings) -> Tuning:
+    """The services' tuning as configured (tests pass their own `Tuning` to `build_app`)."""
+    return Tuning(
+        retry_window=settings.quorum_callback_retry_window,
+        webhook_retention=settings.quorum_webhook_retention,
+    )
+
+
 def build_app(
     settings: Settings,
     policy: Policy,
@@ -155,11 +163,7 @@ def build_app(
             directory=directory,
             notifiers=notifiers,
             public_url=settings.public_url,
-            tuning=tuning
-            or Tuning(
-                retry_window=settings.quorum_callback_retry_window,
-                webhook_retention=settings.quorum_webhook_retention,
-            ),
+            tuning=tuning or tuning_from(settings),
             wake=scheduler.wake,
         )
         voting = Voting(deps)

@@ -33,8 +33,9 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _serve(port: int, database_url: str) -> subprocess.Popen[str]:
-    """`python -m bot serve` with local development values, the example policy and `port`."""
+def _serve(port: int, database_url: str, log: Path) -> subprocess.Popen[str]:
+    """`python -m bot serve` with local development values, the example policy and `port`; its
+    output goes to the file `log` (a pipe nobody reads fills up and blocks the server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUORUM_", "SLACK_"))}
     env.update(
         QUORUM_DEV="1",
@@ -43,20 +44,22 @@ def _serve(port: int, database_url: str) -> subprocess.Popen[str]:
         DATABASE_URL=database_url,
         PYTHONWARNINGS="default",  # show ResourceWarnings (unclosed sessions, pending tasks)
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log.open("w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     port = _free_port()
-    proc = _serve(port, f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}")
+    log = tmp_path / "serve.log"
+    proc = _serve(port, f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}", log)
     try:
         deadline = time.monotonic() + 60
         status = 0
@@ -68,16 +71,17 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
                 if proc.poll() is not None:
                     break
                 time.sleep(0.1)
-        assert status == 200, proc.stderr.read() if proc.poll() is not None else "no answer"
+        assert status == 200, log.read_text() if proc.poll() is not None else "no answer"
         status, body = _get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200
         assert b'"database": "ok"' in body
         proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+    stderr = log.read_text()
     assert proc.returncode == 0, stderr
     assert "LOCAL DEVELOPMENT VALUE in use for SLACK_BOT_TOKEN" in stderr
     for bad in ("Traceback", "Task was destroyed", "Unclosed", "never awaited", "ERROR"):
@@ -85,10 +89,12 @@ def test_serve_answers_health_and_stops_cleanly(tmp_path: Path, sig: signal.Sign
     assert (tmp_path / "serve.db").exists()
 
 
-def test_readyz_reports_an_unreachable_database() -> None:
-    """The process is up but not ready when the database cannot be reached."""
+def test_readyz_reports_an_unreachable_database(tmp_path: Path) -> None:
+    """The process is up but not ready when the database cannot be reached (every background
+    job logs its failure meanwhile: a lot of output)."""
     port = _free_port()
-    proc = _serve(port, "postgresql+asyncpg://nobody@127.0.0.1:1/nothing")
+    log = tmp_path / "serve.log"
+    proc = _serve(port, "postgresql+asyncpg://nobody@127.0.0.1:1/nothing", log)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -96,14 +102,14 @@ def test_readyz_reports_an_unreachable_database() -> None:
                 assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
                 break
             except OSError:
-                assert proc.poll() is None, proc.communicate()[1]
+                assert proc.poll() is None, log.read_text()
                 time.sleep(0.1)
         status, body = _get(f"http://127.0.0.1:{port}/readyz")
         assert status == 503
         assert b'"database": "unreachable"' in body
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
 
 
 async def test_the_serving_process_tunes_the_garbage_collector() -> None:

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.app import RUNTIME
+from bot.app import RUNTIME, tuning_from
 from bot.clock import FixedClock
+from bot.services.deps import Tuning
 from bot.services.jobs import Job
+from bot.settings import load_settings
 from tests.e2e.harness import Env, body_for, running_env
 
 START = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
@@ -24,10 +26,19 @@ async def clock() -> FixedClock:
 
 @pytest.fixture
 async def dated(db_url: str, clock: FixedClock) -> AsyncIterator[Env]:
-    async with running_env(
-        db_url, clock=clock, extra_settings={"QUORUM_WEBHOOK_RETENTION": "7d"}
-    ) as running:
+    retention = Tuning(webhook_retention=timedelta(days=7))  # as QUORUM_WEBHOOK_RETENTION=7d
+    async with running_env(db_url, clock=clock, tuning=retention) as running:
         yield running
+
+
+def test_the_retention_window_is_configured_by_its_setting() -> None:
+    configured = load_settings(
+        {"QUORUM_WEBHOOK_RETENTION": "7d", "QUORUM_CALLBACK_RETRY_WINDOW": "2h"}
+    )
+    assert tuning_from(configured) == Tuning(
+        retry_window=timedelta(hours=2), webhook_retention=timedelta(days=7)
+    )
+    assert tuning_from(load_settings({})).webhook_retention == timedelta(days=8)
 
 
 async def remembered(env: Env, webhook_id: str) -> bool:
