@@ -19,16 +19,16 @@ log = logging.getLogger(__name__)
 _CHUNK = 500  # ids per transaction: a short write, so votes queued behind it wait little
 
 
-async def prune_webhook_log(deps: Deps, *, chunk: int = _CHUNK) -> int:
+async def prune_webhook_log(deps: Deps) -> int:
     """Delete the ids received before now minus the retention window; how many were."""
     before = deps.clock.now() - deps.tuning.webhook_retention
     pruned = 0
     while True:
         async with deps.database.unit_of_work() as uow:
-            deleted = await uow.webhooks.prune(before, chunk)
+            deleted = await uow.webhooks.prune(before, _CHUNK)
             await uow.commit()
         pruned += deleted
-        if deleted < chunk:
+        if deleted < _CHUNK:
             break
     if pruned:
         log.info("forgot %d inbound webhook ids received before %s", pruned, before.isoformat())

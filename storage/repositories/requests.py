@@ -59,7 +59,7 @@ _LOCK = PreparedLookup(
     .with_for_update(),
     "ids",
 )
-# Written only here, so that a save from a stale read cannot move the card back.
+# The only writer of the card position (`_CARD_FIELDS`, with `channel`).
 _SYNC_CARD = Prepared(
     update(_REQUESTS)
     .where(_REQUESTS.c.id == bindparam("b_id"), _REQUESTS.c.card_revision < bindparam("b_revision"))
