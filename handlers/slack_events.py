@@ -1,8 +1,9 @@
 """`POST /slack/events`: bolt's AsyncApp mounted as one route of our aiohttp app, behind a guard.
 
 Bolt parses the body before it verifies the signature, so a malformed body would surface as a
-500. The guard verifies the Slack signature (401) and that the body parses (400) first; bolt then
-verifies the signature again (kept on) and dispatches to the listeners.
+500. The guard verifies the Slack signature (401) and parses the body (400) first, and hands bolt
+the parsed request (`handlers/slack_request.py`); bolt then verifies the signature again (kept
+on) and dispatches to the listeners.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.middleware.request_verification.async_request_verification import (
     AsyncRequestVerification,
@@ -25,6 +26,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.errors import json_error
+from handlers.slack_request import parse_slack_body, parsed_bolt_request
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +138,19 @@ def register(
             now(),
         ):
             return json_error(401, "invalid or stale Slack signature")
-        # Bolt parses the body when the request is built; a body it cannot parse, or that is not
-        # a Slack request, is the sender's error (400), never a 500. Parsing once, in bolt, keeps
-        # the vote path cheap; `malformed` then says precisely what is wrong.
+        # A body that does not parse, or that is not a Slack request, is the sender's error
+        # (400), never a 500. Parsed once, here, and handed to bolt parsed: `malformed` then
+        # says precisely what is wrong.
         try:
-            bolt_request = await to_bolt_request(request)
+            text = body.decode(request.charset or "utf-8")
+            parsed = parse_slack_body(text, request.content_type)
         except Exception:  # any parse failure is the sender's: explained in the 400
             return json_error(400, malformed(body, request.content_type) or _NOT_SLACK)
-        parsed = bolt_request.body
-        if not isinstance(parsed, dict) or not _SLACK_KEYS & parsed.keys():
+        if not _SLACK_KEYS & parsed.keys():
             return json_error(400, malformed(body, request.content_type) or _NOT_SLACK)
-        bolt_response = await bolt.async_dispatch(bolt_request)
+        bolt_response = await bolt.async_dispatch(
+            parsed_bolt_request(text, parsed, request.query_string, request.headers)
+        )
         return await to_aiohttp_response(bolt_response)
 
     app.router.add_post("/slack/events", handle_slack_events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,15 @@ from storage import sqlite_driver
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 # The driver must not issue BEGIN itself (the `begin` hook does), and statements take one trip to
-# the connection's thread instead of four (storage/sqlite_driver.py).
+# the connection's thread instead of four (storage/sqlite_driver.py); the writer's statements
+# inside its write transaction take none.
 _SQLITE_CONNECT_ARGS: dict[str, Any] = {
     "isolation_level": None,
     "async_creator_fn": sqlite_driver.connect,
+}
+_SQLITE_WRITER_CONNECT_ARGS: dict[str, Any] = {
+    **_SQLITE_CONNECT_ARGS,
+    "async_creator_fn": functools.partial(sqlite_driver.connect, inline_writes=True),
 }
 
 # Execution option read by the SQLite `begin` hook: how the transaction starts.
@@ -43,7 +49,7 @@ def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
         # SQLite's busy handler (1, 2, 5 … 100 ms steps), which is what made p99 latency high.
         engine = create_async_engine(
             parsed,
-            connect_args=_SQLITE_CONNECT_ARGS,
+            connect_args=_SQLITE_WRITER_CONNECT_ARGS,
             hide_parameters=True,
             pool_size=1,
             max_overflow=0,

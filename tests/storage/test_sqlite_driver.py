@@ -4,6 +4,8 @@ statement, and streams results larger than its prefetch."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +131,179 @@ async def test_rollback_is_sent_only_when_there_may_be_something_to_roll_back(
             await cursor.execute("ROLLBACK")
     finally:
         await connection.close()
+
+
+# --- the writer's connection: write transactions on the event loop's thread ------------------
+
+
+class _Trace:
+    """Every statement SQLite runs on a connection, with the thread that ran it."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[bool, str]] = []  # (on the calling thread?, sql)
+        self._caller = threading.get_ident()
+
+    @classmethod
+    async def of(cls, connection: sqlite_driver.PrefetchingConnection) -> _Trace:
+        trace = cls()
+        # Set on the connection's own thread (a reader's sqlite3 connection is bound to it).
+        await connection._execute(connection.sqlite_connection().set_trace_callback, trace._record)
+        return trace
+
+    def _record(self, sql: str) -> None:
+        self.statements.append((threading.get_ident() == self._caller, sql))
+
+    def take(self) -> list[tuple[bool, str]]:
+        taken, self.statements = self.statements, []
+        return [(inline, sql) for inline, sql in taken if not sql.startswith("PRAGMA busy")]
+
+
+async def _writer(path: Path) -> sqlite_driver.PrefetchingConnection:
+    connection = await sqlite_driver.connect(path, isolation_level=None, inline_writes=True)
+    async with connection.cursor() as cursor:
+        await cursor.execute("PRAGMA journal_mode=WAL")
+        await cursor.execute("CREATE TABLE t (n INTEGER)")
+    return connection
+
+
+async def test_a_write_transaction_runs_on_the_calling_thread_once_it_has_the_lock(
+    tmp_path: Path,
+) -> None:
+    connection = await _writer(tmp_path / "raw.db")
+    trace = await _Trace.of(connection)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT count(*) FROM t")  # outside a transaction: the thread
+            assert await cursor.fetchone() == (0,)
+            await cursor.execute("BEGIN IMMEDIATE")
+            await cursor.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+            assert cursor.rowcount == 2
+            await cursor.execute("SELECT n FROM t ORDER BY n")
+            assert list(await cursor.fetchall()) == [(1,), (2,)]
+            await connection.commit()
+        assert trace.take() == [
+            (False, "SELECT count(*) FROM t"),
+            (True, "BEGIN IMMEDIATE"),
+            (True, "INSERT INTO t VALUES (1)"),
+            (True, "INSERT INTO t VALUES (2)"),
+            (True, "SELECT n FROM t ORDER BY n"),
+            (True, "COMMIT"),
+        ]
+        # Committed for everyone: another connection reads it.
+        with sqlite3.connect(tmp_path / "raw.db") as other:
+            assert other.execute("SELECT count(*) FROM t").fetchone() == (2,)
+        # A failed statement raises as on the thread, and the rollback goes to the thread.
+        async with connection.cursor() as cursor:
+            await cursor.execute("BEGIN IMMEDIATE")
+            await cursor.execute("INSERT INTO t VALUES (3)")
+            with pytest.raises(sqlite3.OperationalError, match="no such table"):
+                await cursor.execute("INSERT INTO missing VALUES (1)")
+            await connection.rollback()
+            await cursor.execute("SELECT count(*) FROM t")
+            assert await cursor.fetchone() == (2,)
+        assert (False, "ROLLBACK") in trace.take()
+    finally:
+        await connection.close()
+
+
+async def test_begin_waits_on_the_thread_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    connection = await _writer(tmp_path / "raw.db")
+    trace = await _Trace.of(connection)
+    holder = sqlite3.connect(tmp_path / "raw.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process's writer
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    asyncio.get_running_loop().call_later(0.3, holder.commit)
+    try:
+        async with connection.cursor() as cursor:
+            started = time.monotonic()
+            await cursor.execute("BEGIN IMMEDIATE")  # waits for the lock, not on the loop
+            waited = time.monotonic() - started
+            await cursor.execute("INSERT INTO t VALUES (1)")  # then runs inline
+            await connection.commit()
+        assert waited >= 0.25
+        assert ticks >= 10  # the event loop kept running while BEGIN waited
+        assert trace.take() == [
+            (True, "BEGIN IMMEDIATE"),  # tried inline: SQLITE_BUSY at once
+            (False, "BEGIN IMMEDIATE"),  # then on the thread, waiting for the lock
+            (True, "INSERT INTO t VALUES (1)"),
+            (True, "COMMIT"),
+        ]
+        # The busy timeout the connection had is restored after the inline attempt.
+        async with connection.cursor() as cursor:
+            await cursor.execute("PRAGMA busy_timeout")
+            assert await cursor.fetchone() == (5000,)
+    finally:
+        ticker.cancel()
+        holder.close()
+        await connection.close()
+
+
+async def test_the_writer_checkpoints_on_its_thread_never_inline(tmp_path: Path) -> None:
+    connection = await _writer(tmp_path / "raw.db")
+    trace = await _Trace.of(connection)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("PRAGMA wal_autocheckpoint")
+            assert await cursor.fetchone() == (0,)  # its commits never checkpoint by themselves
+            for n in range(sqlite_driver.CHECKPOINT_EVERY * 2):
+                await cursor.execute("BEGIN IMMEDIATE")
+                await cursor.execute("INSERT INTO t VALUES (?)", (n,))
+                await connection.commit()
+        statements = trace.take()
+        checkpoints = [s for s in statements if "wal_checkpoint" in s[1]]
+        assert checkpoints == [(False, "PRAGMA wal_checkpoint(PASSIVE)")] * 2
+        commits = [inline for inline, sql in statements if sql == "COMMIT"]
+        assert commits.count(False) == 2  # the two that checkpoint, on the thread
+        assert commits.count(True) == sqlite_driver.CHECKPOINT_EVERY * 2 - 2
+    finally:
+        await connection.close()
+
+
+async def test_readers_never_run_inline(tmp_path: Path) -> None:
+    await _writer(tmp_path / "raw.db")
+    reader = await sqlite_driver.connect(tmp_path / "raw.db", isolation_level=None)
+    trace = await _Trace.of(reader)
+    try:
+        async with reader.cursor() as cursor:
+            await cursor.execute("BEGIN IMMEDIATE")
+            await cursor.execute("INSERT INTO t VALUES (1)")
+            await reader.commit()
+        assert {inline for inline, _ in trace.take()} == {False}
+    finally:
+        await reader.close()
+
+
+async def test_the_writer_engine_runs_inline_and_the_reader_engine_does_not(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'quorum.db'}"
+    await upgrade(url)
+    database = SqlDatabase(create_engine(url))
+    try:
+        async with database.unit_of_work() as uow:
+            raw = await uow.session.connection()
+            writer = (await raw.get_raw_connection()).driver_connection
+            assert isinstance(writer, sqlite_driver.PrefetchingConnection)
+            assert writer.runs_inline()
+            await uow.events.append(Event(kind="t", at=NOW, request_id="r", data={}))
+            await uow.commit()
+        async with database.unit_of_work(read_only=True) as uow:
+            raw = await uow.session.connection()
+            reader = (await raw.get_raw_connection()).driver_connection
+            assert isinstance(reader, sqlite_driver.PrefetchingConnection)
+            assert reader is not writer
+            assert not reader.inline_writes
+            assert not reader.runs_inline()
+            assert len(await uow.events.list_for("r")) == 1
+    finally:
+        await database.dispose()
