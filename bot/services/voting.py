@@ -39,6 +39,9 @@ from bot.services.teams import request_team_members
 log = logging.getLogger(__name__)
 
 _MAX_BATCH = 256
+# Turns of the event loop the writer waits, after the first vote of a batch, while each turn adds
+# votes to the queue (see `_gather`).
+_GATHER_TURNS = 4
 # What recording votes changes on a request (the revision is bumped by every save).
 _VOTE_CHANGES = ("state", "decided_at", "decision_reason")
 _DELEGATIONS_TTL = timedelta(seconds=5)
@@ -274,9 +277,26 @@ class Voting:
 
     # --- writer side ----------------------------------------------------------------------
 
+    async def _gather(self) -> None:
+        """Let the clicks the event loop is handling join the batch. Under load, a click that
+        wakes the writer has others right behind it: read from their sockets in the same turn
+        of the loop, each a few hundred µs from its `put`. Each turn the writer yields lets them
+        reach the queue; it stops at the first turn that adds nothing (at once for a lone
+        click). A batch costs ~1.5 ms of fixed work (its transaction, lock and statements),
+        so batches of ~25 votes instead of ~12 save ~10 % of the CPU of a click at
+        concurrency 50, for one or two turns of latency (bench/README.md)."""
+        for _ in range(_GATHER_TURNS):
+            queued = self._queue.qsize()
+            if queued + 1 >= _MAX_BATCH:
+                return
+            await asyncio.sleep(0)
+            if self._queue.qsize() == queued:
+                return
+
     async def _write_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            await self._gather()
             while not self._queue.empty() and len(batch) < _MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             try:

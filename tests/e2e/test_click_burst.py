@@ -8,22 +8,25 @@ import asyncio
 import dataclasses
 
 from bot.app import RUNTIME
+from bot.domain.model import VoteKind
 from bot.ports import Database, UnitOfWork
-from bot.services.voting import Voting
+from bot.services.voting import VoteCommand, VoteResult, Voting
 from handlers.action_ids import ActionId
 from tests.e2e.harness import Env
-from tests.e2e.slash import OWNER_2
+from tests.e2e.slash import OWNER_2, OWNER_3
 
 
 class CountingDatabase:
-    """Our `Database` port, counting the read-only units of work it hands out."""
+    """Our `Database` port, counting the units of work it hands out."""
 
     def __init__(self, inner: Database) -> None:
         self.inner = inner
         self.reads = 0
+        self.writes = 0
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         self.reads += int(read_only)
+        self.writes += int(not read_only)
         return self.inner.unit_of_work(read_only=read_only)
 
     async def ping(self) -> None:
@@ -153,3 +156,37 @@ async def test_a_read_begun_before_a_request_is_forgotten_is_not_cached(env: Env
 
     assert status == 200  # the click still gets its answer from what was read
     assert request_id not in voting._snapshots
+
+
+async def _turns_later(turns: int, voting: Voting, command: VoteCommand) -> VoteResult:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    return await voting.cast(command)
+
+
+async def test_votes_arriving_in_consecutive_turns_of_the_loop_commit_together(env: Env) -> None:
+    requests = [await env.open(version=f"v1.{n}.0") for n in range(4)]
+    voting, counting = _counting(env)
+    first = await voting.cast(VoteCommand(requests[0], OWNER_2, VoteKind.APPROVE))
+    assert first.vote is not None
+    assert counting.writes == 1  # a lone vote: its own transaction, not held back
+
+    # Three clicks, each a turn of the event loop after the previous one (as clicks read from
+    # their sockets one after another are): the writer gathers them into one transaction.
+    results = await asyncio.gather(
+        *(
+            _turns_later(turn, voting, VoteCommand(rid, OWNER_2, VoteKind.APPROVE))
+            for turn, rid in enumerate(requests[1:])
+        )
+    )
+    assert all(result.vote is not None for result in results)
+    assert counting.writes == 2
+
+    # A vote after a quiet moment is not held back for company either.
+    await asyncio.sleep(0.05)
+    late = await voting.cast(VoteCommand(requests[0], OWNER_3, VoteKind.APPROVE))
+    assert late.vote is not None
+    assert counting.writes == 3
+    for rid in requests:
+        _, data = await env.quorum.status(rid)
+        assert OWNER_2 in [v["user"] for v in data["votes"]]
