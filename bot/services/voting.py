@@ -282,9 +282,9 @@ class Voting:
         wakes the writer has others right behind it: read from their sockets in the same turn
         of the loop, each a few hundred µs from its `put`. Each turn the writer yields lets them
         reach the queue; it stops at the first turn that adds nothing (at once for a lone
-        click). A batch costs ~1.5 ms of fixed work (its transaction, lock and statements),
-        so batches of ~25 votes instead of ~12 save ~10 % of the CPU of a click at
-        concurrency 50, for one or two turns of latency (bench/README.md)."""
+        click). A batch has fixed work (its transaction, lock and statements) that bigger
+        batches share: at concurrency 50 batches went from ~12 to ~25 votes and a click's CPU
+        from ~1.0 to ~0.85 ms, for one or two turns of latency (bench/README.md)."""
         for _ in range(_GATHER_TURNS):
             queued = self._queue.qsize()
             if queued + 1 >= _MAX_BATCH:

@@ -169,7 +169,7 @@ async def test_votes_arriving_in_consecutive_turns_of_the_loop_commit_together(e
     voting, counting = _counting(env)
     first = await voting.cast(VoteCommand(requests[0], OWNER_2, VoteKind.APPROVE))
     assert first.vote is not None
-    assert counting.writes == 1  # a lone vote: its own transaction, not held back
+    assert counting.writes == 1  # a lone vote: its own transaction
 
     # Three clicks, each a turn of the event loop after the previous one (as clicks read from
     # their sockets one after another are): the writer gathers them into one transaction.
@@ -182,7 +182,7 @@ async def test_votes_arriving_in_consecutive_turns_of_the_loop_commit_together(e
     assert all(result.vote is not None for result in results)
     assert counting.writes == 2
 
-    # A vote after a quiet moment is not held back for company either.
+    # A vote after a quiet moment: its own transaction again (gathering ended with the burst).
     await asyncio.sleep(0.05)
     late = await voting.cast(VoteCommand(requests[0], OWNER_3, VoteKind.APPROVE))
     assert late.vote is not None
