@@ -26,11 +26,18 @@ from bot.services.updates import external_status_note
 log = logging.getLogger(__name__)
 
 
-def callback_status(deliveries: list[Delivery]) -> str | None:
+# A request that named nowhere to call back (a generic webhook without `callback_url`): its
+# pipeline reads the decision from GET /api/v1/requests/{id}.
+POLLED = "none, the pipeline polls for the decision"
+
+
+def callback_status(request: ApprovalRequest, deliveries: list[Delivery]) -> str | None:
     """The card's line about the pipeline callback."""
     deliveries = [d for d in deliveries if d.kind != PROGRESS]  # status reports are not callbacks
     if not deliveries:
         return None
+    if not request.callback:  # its delivery is a no-op: saying "notified" would be untrue
+        return POLLED
     latest = deliveries[-1]
     if latest.state is DeliveryState.DELIVERED:
         return "pipeline notified"
@@ -122,7 +129,7 @@ async def _show_card(
 ) -> PostedMessage:
     eligible = await request_team_members(deps, request)
     status = CardStatus(
-        callback=callback_status(deliveries),
+        callback=callback_status(request, deliveries),
         warnings=card_warnings(request),
         frozen_note=await card_note(deps, request, windows),
         next_timer=timer_note(deps.policy, request, deps.clock.now(), relative=False),

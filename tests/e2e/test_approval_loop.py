@@ -143,6 +143,28 @@ async def test_callback_endpoint_down_then_up(env: Env) -> None:
     assert data["callback"]["attempts"] == 3
 
 
+async def test_a_pipeline_that_polls_is_not_said_to_be_notified(env: Env) -> None:
+    # No callback_url: the pipeline reads the decision from the status API instead.
+    status, data = await env.quorum.webhook(
+        body_for(environment="staging", change_ticket=None, version="v9.9.9")
+    )
+    assert status == 202, data
+    request_id = str(data["id"])
+    await env.card_of(request_id)
+    await env.quorum.click(ActionId.approve, OWNER_2, request_id)
+
+    updates = await env.slack.wait_for(
+        "chat.update", lambda c: "the pipeline polls" in _texts(c.args.get("blocks"))
+    )
+    final = _texts(updates[-1].args.get("blocks"))
+    assert "Approved" in final
+    assert "pipeline notified" not in final
+    assert "Callback: none, the pipeline polls for the decision" in final
+    _, polled = await env.quorum.status(request_id)
+    assert polled["state"] == "approved"
+    assert env.pipeline.received == []
+
+
 async def test_fifty_simultaneous_clicks_make_one_decision(env: Env) -> None:
     request_id = await env.open()
     users = [OWNER_2, OWNER_3, *SRE] + [f"U0RAND{i:02d}" for i in range(20)]
