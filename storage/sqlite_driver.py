@@ -27,12 +27,16 @@ block runs inline:
   fsync of a checkpoint never runs inline: the connection's automatic checkpoint is off, and
   every `CHECKPOINT_EVERY`-th commit goes to the thread and checkpoints (PASSIVE) there;
 - a ROLLBACK, and anything while a call is queued for the thread (a cancelled caller's), go to
-  the thread.
+  the thread;
+- an inline COMMIT then yields one turn to the event loop, as a trip did: a loop of short
+  transactions (the retention sweep's chunks, the timers' re-arm) never holds the loop for its
+  whole length.
 Readers (a pool of their own, `inline_writes=False`) always use the thread: a read may be long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -271,6 +275,7 @@ class PrefetchingConnection(aiosqlite.Connection):
             await self._execute(_commit_and_checkpoint, self._conn)
         elif inline:
             self._conn.commit()
+            await asyncio.sleep(0)  # the loop's turn, as a trip would give it (see docstring)
         else:
             await super().commit()
 

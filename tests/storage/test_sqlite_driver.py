@@ -307,3 +307,19 @@ async def test_the_writer_engine_runs_inline_and_the_reader_engine_does_not(
             assert len(await uow.events.list_for("r")) == 1
     finally:
         await database.dispose()
+
+
+async def test_an_inline_commit_gives_the_event_loop_a_turn(tmp_path: Path) -> None:
+    connection = await _writer(tmp_path / "raw.db")
+    ran: list[int] = []
+    try:
+        async with connection.cursor() as cursor:
+            for n in range(3):
+                other = asyncio.get_running_loop().call_soon(ran.append, n)
+                await cursor.execute("BEGIN IMMEDIATE")
+                await cursor.execute("INSERT INTO t VALUES (?)", (n,))
+                assert ran == list(range(n))  # the transaction itself never leaves the loop
+                await connection.commit()
+                assert ran == list(range(n + 1)), other  # its commit did
+    finally:
+        await connection.close()
