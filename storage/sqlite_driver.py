@@ -30,7 +30,10 @@ block runs inline:
   the thread;
 - an inline COMMIT then yields one turn to the event loop, as a trip did: a loop of short
   transactions (the retention sweep's chunks, the timers' re-arm) never holds the loop for its
-  whole length.
+  whole length;
+- all of this in WAL mode only (asked once per connection). Where WAL cannot be enabled (some
+  network or container filesystems), a COMMIT must wait for readers to end their transactions,
+  which needs the event loop: that connection then uses its thread for everything, as readers do.
 Readers (a pool of their own, `inline_writes=False`) always use the thread: a read may be long.
 """
 
@@ -84,6 +87,12 @@ def _execute(connection: sqlite3.Connection, sql: str, parameters: Any, *, many:
     return outcome
 
 
+def _in_wal_mode(connection: sqlite3.Connection) -> bool:
+    """Runs on the connection's thread: whether the database is in WAL mode."""
+    (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+    return str(mode).lower() == "wal"
+
+
 def _commit_and_checkpoint(connection: sqlite3.Connection) -> None:
     """Runs on the connection's thread: commit, then move the WAL into the database file as far
     as readers allow (PASSIVE: waits for nobody)."""
@@ -127,6 +136,9 @@ class PrefetchingCursor(aiosqlite.Cursor):
         owner: PrefetchingConnection = self._connection
         connection = owner.sqlite_connection()
         begin = owner.inline_writes and sql.startswith(_BEGIN_IMMEDIATE)
+        if begin and owner.wal is None:  # once per connection, on its thread
+            owner.wal = await self._trip(_in_wal_mode, connection)
+        begin = begin and bool(owner.wal)
         executed: _Executed | None = None
         if begin and owner.idle():
             executed = owner.begin_inline(sql, parameters)  # None: the lock is taken
@@ -239,6 +251,9 @@ class PrefetchingConnection(aiosqlite.Connection):
         super().__init__(connector, iter_chunk_size)
         self.inline_writes = inline_writes
         self.write_locked = False  # inside a BEGIN IMMEDIATE that has returned
+        # Whether the database is in WAL mode (None: not asked yet). Without WAL a COMMIT waits
+        # for readers to finish, and they need the event loop to finish: never inline then.
+        self.wal: bool | None = None
         self._commits = 0
         # Calls queued for the connection's thread, and calls it has finished (written by that
         # thread): equal when nothing is queued or running.

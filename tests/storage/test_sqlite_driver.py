@@ -163,6 +163,10 @@ async def _writer(path: Path) -> sqlite_driver.PrefetchingConnection:
     async with connection.cursor() as cursor:
         await cursor.execute("PRAGMA journal_mode=WAL")
         await cursor.execute("CREATE TABLE t (n INTEGER)")
+        # The first BEGIN IMMEDIATE asks, once, on the thread, whether the database is in WAL.
+        await cursor.execute("BEGIN IMMEDIATE")
+        await connection.commit()
+    assert connection.wal is True
     return connection
 
 
@@ -321,5 +325,30 @@ async def test_an_inline_commit_gives_the_event_loop_a_turn(tmp_path: Path) -> N
                 assert ran == list(range(n))  # the transaction itself never leaves the loop
                 await connection.commit()
                 assert ran == list(range(n + 1)), other  # its commit did
+    finally:
+        await connection.close()
+
+
+async def test_without_wal_the_writer_uses_its_thread_for_everything(tmp_path: Path) -> None:
+    # Without WAL a COMMIT waits for readers to end their transactions, which needs the loop.
+    connection = await sqlite_driver.connect(
+        tmp_path / "raw.db", isolation_level=None, inline_writes=True
+    )
+    trace = await _Trace.of(connection)
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("PRAGMA journal_mode=DELETE")
+            await cursor.execute("CREATE TABLE t (n INTEGER)")
+            trace.take()
+            await cursor.execute("BEGIN IMMEDIATE")
+            await cursor.execute("INSERT INTO t VALUES (1)")
+            await connection.commit()
+        assert connection.wal is False
+        assert trace.take() == [
+            (False, "PRAGMA journal_mode"),
+            (False, "BEGIN IMMEDIATE"),
+            (False, "INSERT INTO t VALUES (1)"),
+            (False, "COMMIT"),
+        ]
     finally:
         await connection.close()
