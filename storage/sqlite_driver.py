@@ -131,6 +131,12 @@ class PrefetchingCursor(aiosqlite.Cursor):
         result = await self._execute(function, *args, **kwargs)  # type: ignore[no-untyped-call]
         return cast(_T, result)
 
+    async def _call(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run `function` inline inside the writer's write transaction, else on the thread."""
+        if self._connection.runs_inline():
+            return function(*args, **kwargs)
+        return await self._trip(function, *args, **kwargs)
+
     async def _run(self, sql: str, parameters: Any, *, many: bool) -> PrefetchingCursor:
         await self._release()
         owner: PrefetchingConnection = self._connection
@@ -142,10 +148,8 @@ class PrefetchingCursor(aiosqlite.Cursor):
         executed: _Executed | None = None
         if begin and owner.idle():
             executed = owner.begin_inline(sql, parameters)  # None: the lock is taken
-        elif owner.runs_inline():
-            executed = _execute(connection, sql, parameters, many=many)
         if executed is None:
-            executed = await self._trip(_execute, connection, sql, parameters, many=many)
+            executed = await self._call(_execute, connection, sql, parameters, many=many)
         if begin:
             owner.write_locked = True
         self._description, rows, self._open, self._rowcount, self._lastrowid = executed
@@ -166,10 +170,7 @@ class PrefetchingCursor(aiosqlite.Cursor):
 
     async def _more(self, size: int | None) -> None:
         if self._open is not None:
-            if self._connection.runs_inline():
-                rows, done = _fetch_rest(self._open, size)
-            else:
-                rows, done = await self._trip(_fetch_rest, self._open, size)
+            rows, done = await self._call(_fetch_rest, self._open, size)
             self._rows.extend(rows)
             if done:
                 self._open = None
@@ -194,10 +195,7 @@ class PrefetchingCursor(aiosqlite.Cursor):
     async def _release(self) -> None:
         if self._open is not None:
             cursor, self._open = self._open, None
-            if self._connection.runs_inline():
-                cursor.close()
-            else:
-                await self._trip(cursor.close)
+            await self._call(cursor.close)
 
     async def close(self) -> None:
         await self._release()

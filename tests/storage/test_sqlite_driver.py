@@ -16,7 +16,7 @@ from bot.domain.model import Event
 from storage import sqlite_driver
 from storage.db import create_engine
 from storage.migrate import upgrade
-from storage.uow import SqlDatabase
+from storage.uow import SqlDatabase, SqlUnitOfWork
 from tests.storage.builders import NOW
 
 
@@ -66,15 +66,25 @@ async def test_results_beyond_the_prefetch_are_fetched_in_chunks(tmp_path: Path)
         await connection.close()
 
 
-async def test_sqlalchemy_runs_on_it_including_streamed_reads(tmp_path: Path) -> None:
+async def _migrated(tmp_path: Path) -> SqlDatabase:
     url = f"sqlite+aiosqlite:///{tmp_path / 'quorum.db'}"
     await upgrade(url)
-    database = SqlDatabase(create_engine(url))
+    return SqlDatabase(create_engine(url))
+
+
+async def _driver_of(uow: SqlUnitOfWork) -> sqlite_driver.PrefetchingConnection:
+    """The driver connection under a unit of work's session."""
+    raw = await uow.session.connection()
+    driver = (await raw.get_raw_connection()).driver_connection
+    assert isinstance(driver, sqlite_driver.PrefetchingConnection)
+    return driver
+
+
+async def test_sqlalchemy_runs_on_it_including_streamed_reads(tmp_path: Path) -> None:
+    database = await _migrated(tmp_path)
     try:
         async with database.unit_of_work() as uow:
-            raw = await uow.session.connection()
-            driver = (await raw.get_raw_connection()).driver_connection
-            assert isinstance(driver, sqlite_driver.PrefetchingConnection)
+            await _driver_of(uow)
             for n in range(sqlite_driver.PREFETCH_ROWS * 2 + 3):
                 await uow.events.append(Event(kind="t", at=NOW, request_id="r", data={"n": n}))
             await uow.commit()
@@ -290,21 +300,15 @@ async def test_readers_never_run_inline(tmp_path: Path) -> None:
 async def test_the_writer_engine_runs_inline_and_the_reader_engine_does_not(
     tmp_path: Path,
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'quorum.db'}"
-    await upgrade(url)
-    database = SqlDatabase(create_engine(url))
+    database = await _migrated(tmp_path)
     try:
         async with database.unit_of_work() as uow:
-            raw = await uow.session.connection()
-            writer = (await raw.get_raw_connection()).driver_connection
-            assert isinstance(writer, sqlite_driver.PrefetchingConnection)
+            writer = await _driver_of(uow)
             assert writer.runs_inline()
             await uow.events.append(Event(kind="t", at=NOW, request_id="r", data={}))
             await uow.commit()
         async with database.unit_of_work(read_only=True) as uow:
-            raw = await uow.session.connection()
-            reader = (await raw.get_raw_connection()).driver_connection
-            assert isinstance(reader, sqlite_driver.PrefetchingConnection)
+            reader = await _driver_of(uow)
             assert reader is not writer
             assert not reader.inline_writes
             assert not reader.runs_inline()
