@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     CALLBACK_DELIVERED = "callback.delivered"
     CALLBACK_RETRYING = "callback.retrying"
     CALLBACK_FAILED = "callback.failed"
+    CALLBACK_NOT_REQUESTED = "callback.not_requested"
     CARD_POSTED = "card.posted"
     FREEZE_STARTED = "freeze.started"
     FREEZE_ENDED = "freeze.ended"
@@ -174,6 +175,17 @@ def _delivery(kind: EventKind, delivery: Delivery, now: datetime) -> Event:
 
 def callback_queued(delivery: Delivery) -> Event:
     return _delivery(EventKind.CALLBACK_QUEUED, delivery, delivery.created_at)
+
+
+def callback_not_requested(request: ApprovalRequest, now: datetime) -> Event:
+    """The decided `request` named nowhere to call back: its pipeline reads the decision from
+    the status API, so there is no delivery to queue."""
+    return Event(
+        kind=EventKind.CALLBACK_NOT_REQUESTED,
+        at=now,
+        request_id=request.id,
+        data={"reason": "the request named no callback; its pipeline polls for the decision"},
+    )
 
 
 def callback_delivered(delivery: Delivery, now: datetime) -> Event:

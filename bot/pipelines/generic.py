@@ -296,7 +296,7 @@ class GenericAdapter:
 
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
         url = delivery.payload.get("url")
-        if not url:
+        if not url:  # queued by a version that also queued deliveries for polled requests
             return DeliveryResult(ok=True, detail="no callback_url; pipeline polls")
         document = delivery.payload.get("body")
         if not isinstance(document, Mapping):

@@ -33,11 +33,11 @@ POLLED = "none, the pipeline polls for the decision"
 
 def callback_status(request: ApprovalRequest, deliveries: list[Delivery]) -> str | None:
     """The card's line about the pipeline callback."""
+    if not request.callback:  # nothing to notify: decided requests say so
+        return None if request.state.is_open else POLLED
     deliveries = [d for d in deliveries if d.kind != PROGRESS]  # status reports are not callbacks
     if not deliveries:
         return None
-    if not request.callback:  # its delivery is a no-op: saying "notified" would be untrue
-        return POLLED
     latest = deliveries[-1]
     if latest.state is DeliveryState.DELIVERED:
         return "pipeline notified"

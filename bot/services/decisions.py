@@ -1,7 +1,9 @@
 """record_decision: a decided request's audit event and pipeline callback, in its transaction.
 
 Every way a request ends (votes, expiry, auto-approval, break-glass) goes through here, so the
-callback is queued in the outbox in the same commit as the decision, never after it.
+callback is queued in the outbox in the same commit as the decision, never after it. A request
+that named no callback (a generic webhook without `callback_url`: its pipeline polls) gets none,
+and the trail says so.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ async def record_decision(
 ) -> None:
     """The decision's audit event and its callback, in the decision's transaction."""
     await uow.events.append(events.request_decided(request, outcome, now))
+    if not request.callback:
+        await uow.events.append(events.callback_not_requested(request, now))
+        return
     # A generic request naming a Jenkins input step is answered by the Jenkins notifier
     # (docs/pipelines/jenkins.md); when none is configured the delivery fails visibly on the card.
     target = "jenkins" if "jenkins" in request.callback else request.source

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from handlers.action_ids import ActionId
-from tests.e2e.harness import SRE, Env, body_for
+from tests.e2e.harness import API_TOKEN, SRE, Env, body_for
 
 OWNER_1, OWNER_2, OWNER_3 = "U0WEB1", "U0WEB2", "U0WEB3"  # U0WEB1 is the requester (octo-web)
 
@@ -162,7 +162,17 @@ async def test_a_pipeline_that_polls_is_not_said_to_be_notified(env: Env) -> Non
     assert "Callback: none, the pipeline polls for the decision" in final
     _, polled = await env.quorum.status(request_id)
     assert polled["state"] == "approved"
+    assert polled["callback"] is None  # nothing was queued, so nothing claims to be delivered
     assert env.pipeline.received == []
+    async with env.quorum.deps.database.unit_of_work(read_only=True) as uow:
+        assert list(await uow.outbox.get_for_request(request_id)) == []
+    # What an auditor reads: the decision, then that no callback was asked for.
+    assert env.quorum.http is not None
+    url = f"{env.quorum.url}/api/v1/requests/{request_id}/events"
+    async with env.quorum.http.get(url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as resp:
+        kinds = [event["kind"] for event in (await resp.json())["events"]]
+    assert kinds[-2:] == ["request.approved", "callback.not_requested"]
+    assert [kind for kind in kinds if kind.startswith("callback.")] == ["callback.not_requested"]
 
 
 async def test_fifty_simultaneous_clicks_make_one_decision(env: Env) -> None:
