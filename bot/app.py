@@ -149,7 +149,12 @@ def build_app(
         sessions.append(session)
         slack_client.session = session
         queue_client.session = session
-        database = SqlDatabase(create_engine(settings.database_url_value))
+        database = SqlDatabase(
+            create_engine(
+                settings.database_url_value,
+                sqlite_inline_writes=settings.quorum_sqlite_inline_writes,
+            )
+        )
         scheduler = Scheduler()
 
         def wake_timers(delay: timedelta) -> None:

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Storage and policy
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)  # may carry a password
     quorum_config: Path = Path("./quorum.yml")
+    # SQLite: run the vote writer's transactions on the event loop's thread (storage/sqlite_driver)
+    quorum_sqlite_inline_writes: bool = True
 
     # HTTP server
     quorum_host: str = "127.0.0.1"

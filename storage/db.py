@@ -31,12 +31,16 @@ _SQLITE_WRITER_CONNECT_ARGS: dict[str, Any] = {
 SQLITE_BEGIN = "quorum_sqlite_begin"
 
 
-def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
+def create_engine(
+    url: str, *, sqlite_foreign_keys: bool = True, sqlite_inline_writes: bool = True
+) -> AsyncEngine:
     """An AsyncEngine for `url` (`sqlite+aiosqlite:///path` or `postgresql+asyncpg://…`).
 
     SQLite: WAL, busy_timeout, foreign keys, synchronous=NORMAL, and transactions that take the
     write lock at BEGIN (`BEGIN IMMEDIATE`) unless the engine was made with `read_only_engine`.
     `sqlite_foreign_keys=False` is for migrations only (batch table rebuilds must not cascade).
+    `sqlite_inline_writes=False` keeps every statement of the writer on its connection's thread
+    (storage/sqlite_driver.py), for a database on a disk whose writes may stall.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -49,7 +53,9 @@ def create_engine(url: str, *, sqlite_foreign_keys: bool = True) -> AsyncEngine:
         # SQLite's busy handler (1, 2, 5 … 100 ms steps), which is what made p99 latency high.
         engine = create_async_engine(
             parsed,
-            connect_args=_SQLITE_WRITER_CONNECT_ARGS,
+            connect_args=(
+                _SQLITE_WRITER_CONNECT_ARGS if sqlite_inline_writes else _SQLITE_CONNECT_ARGS
+            ),
             hide_parameters=True,
             pool_size=1,
             max_overflow=0,

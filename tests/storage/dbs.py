@@ -20,6 +20,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from storage import sqlite_driver
+from storage.uow import SqlUnitOfWork
+
 POSTGRES_ENV = "QUORUM_TEST_POSTGRES_URL"
 
 DbKind = Literal["sqlite", "postgres"]
@@ -83,3 +86,11 @@ async def fresh_database_url(kind: DbKind, tmp_path: Path) -> AsyncIterator[str]
             await connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
             await connection.exec_driver_sql(f"DROP ROLE IF EXISTS {name}")
         await admin.dispose()
+
+
+async def sqlite_driver_of(uow: SqlUnitOfWork) -> sqlite_driver.PrefetchingConnection:
+    """The SQLite driver connection under a unit of work's session."""
+    raw = await uow.session.connection()
+    driver = (await raw.get_raw_connection()).driver_connection
+    assert isinstance(driver, sqlite_driver.PrefetchingConnection)
+    return driver

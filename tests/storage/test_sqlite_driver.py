@@ -16,8 +16,9 @@ from bot.domain.model import Event
 from storage import sqlite_driver
 from storage.db import create_engine
 from storage.migrate import upgrade
-from storage.uow import SqlDatabase, SqlUnitOfWork
+from storage.uow import SqlDatabase
 from tests.storage.builders import NOW
+from tests.storage.dbs import sqlite_driver_of
 
 
 async def test_cursor_executes_fetches_and_reports_like_sqlite3(tmp_path: Path) -> None:
@@ -72,19 +73,11 @@ async def _migrated(tmp_path: Path) -> SqlDatabase:
     return SqlDatabase(create_engine(url))
 
 
-async def _driver_of(uow: SqlUnitOfWork) -> sqlite_driver.PrefetchingConnection:
-    """The driver connection under a unit of work's session."""
-    raw = await uow.session.connection()
-    driver = (await raw.get_raw_connection()).driver_connection
-    assert isinstance(driver, sqlite_driver.PrefetchingConnection)
-    return driver
-
-
 async def test_sqlalchemy_runs_on_it_including_streamed_reads(tmp_path: Path) -> None:
     database = await _migrated(tmp_path)
     try:
         async with database.unit_of_work() as uow:
-            await _driver_of(uow)
+            await sqlite_driver_of(uow)
             for n in range(sqlite_driver.PREFETCH_ROWS * 2 + 3):
                 await uow.events.append(Event(kind="t", at=NOW, request_id="r", data={"n": n}))
             await uow.commit()
@@ -303,12 +296,12 @@ async def test_the_writer_engine_runs_inline_and_the_reader_engine_does_not(
     database = await _migrated(tmp_path)
     try:
         async with database.unit_of_work() as uow:
-            writer = await _driver_of(uow)
+            writer = await sqlite_driver_of(uow)
             assert writer.runs_inline()
             await uow.events.append(Event(kind="t", at=NOW, request_id="r", data={}))
             await uow.commit()
         async with database.unit_of_work(read_only=True) as uow:
-            reader = await _driver_of(uow)
+            reader = await sqlite_driver_of(uow)
             assert reader is not writer
             assert not reader.inline_writes
             assert not reader.runs_inline()
