@@ -434,8 +434,8 @@ class Announcer(Protocol):
         """Post the card when `request.message_ts` is None, else update that message in place."""
         ...
 
-    async def post_vote(self, card: CardRef, vote: Vote) -> None:
-        """A thread reply under the (posted) card recording the vote."""
+    async def post_votes(self, card: CardRef, votes: Sequence[Vote]) -> None:
+        """One thread reply under the (posted) card recording the votes, a line each."""
         ...
 
     async def post_decision(self, request: ApprovalRequest, tally: Tally) -> None: ...

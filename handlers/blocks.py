@@ -372,6 +372,13 @@ def render_vote_reply(vote: Vote) -> str:
     return _truncate(text, MAX_SECTION_TEXT, TRUNCATED_MARKER)
 
 
+def render_vote_replies(votes: Sequence[Vote]) -> str:
+    """One thread reply recording several votes, a line each, in the order given."""
+    if not votes:
+        raise ValueError("no votes to render")
+    return "\n".join(render_vote_reply(vote) for vote in votes)
+
+
 def render_decision_reply(request: ApprovalRequest, tally: Tally) -> str:
     """The thread reply announcing the decision (mentions the requester when known)."""
     state = request.state if request.state is not RequestState.PENDING else tally.outcome

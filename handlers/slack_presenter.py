@@ -34,11 +34,11 @@ class SlackAnnouncer:
         await self._chat.update_message(request.channel, request.message_ts, card.text, card.blocks)
         return PostedMessage(channel=request.channel, ts=request.message_ts)
 
-    async def post_vote(self, card: CardRef, vote: Vote) -> None:
+    async def post_votes(self, card: CardRef, votes: Sequence[Vote]) -> None:
         if card.message_ts is None:
             raise ValueError(f"the card of {card.request_id} is not posted yet")
         await self._chat.post_message(
-            card.channel, blocks.render_vote_reply(vote), thread_ts=card.message_ts
+            card.channel, blocks.render_vote_replies(votes), thread_ts=card.message_ts
         )
 
     async def post_decision(self, request: ApprovalRequest, tally: Tally) -> None:

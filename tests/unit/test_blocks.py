@@ -39,6 +39,7 @@ from handlers.blocks import (
     reject_reason_modal,
     render_card,
     render_decision_reply,
+    render_vote_replies,
     render_vote_reply,
 )
 
@@ -402,6 +403,17 @@ def test_pending_rejection_in_quorum_mode_is_listed() -> None:
 )
 def test_vote_reply(vote: Vote, expected: str) -> None:
     assert render_vote_reply(vote) == expected
+
+
+def test_vote_replies_list_the_votes_a_line_each_in_order() -> None:
+    votes = [approve("U1", "owner-review"), reject("U2", "line one\nline two")]
+    assert render_vote_replies(votes).split("\n")[:2] == [
+        ":white_check_mark: <@U1> approved (owner-review)",
+        ":x: <@U2> rejected: line one",
+    ]
+    assert render_vote_replies(votes[:1]) == render_vote_reply(votes[0])
+    with pytest.raises(ValueError, match="no votes"):
+        render_vote_replies([])
 
 
 def test_decision_reply_for_approval_and_rejection() -> None:
