@@ -24,8 +24,11 @@ block runs inline:
   for a lock (WAL readers do not block a writer): they cost SQLite's CPU on pages in memory,
   ~10-50 µs for the writer's small, indexed statements;
 - COMMIT appends the transaction's pages to the WAL file (synchronous=NORMAL: no fsync). The
-  fsync of a checkpoint never runs inline: the connection's automatic checkpoint is off, and
-  every `CHECKPOINT_EVERY`-th commit goes to the thread and checkpoints (PASSIVE) there;
+  writer never checkpoints, inline or otherwise: its automatic checkpoint is off, and every
+  `CHECKPOINT_EVERY`-th commit starts a PASSIVE checkpoint on a connection and thread of its own
+  (`Checkpointer`) without waiting for it. A checkpoint copies pages into the database file
+  and fsyncs it, 10-50 ms here; awaited by the writer, it held up every click waiting for the
+  next group commit (WAL lets a checkpoint run beside the writer);
 - a ROLLBACK, and anything while a call is queued for the thread (a cancelled caller's), go to
   the thread;
 - an inline COMMIT then yields one turn to the event loop, as a trip did: a loop of short
@@ -40,21 +43,25 @@ Readers (a pool of their own, `inline_writes=False`) always use the thread: a re
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
 from aiosqlite.context import Result
 
-__all__ = ["PREFETCH_ROWS", "PrefetchingConnection", "PrefetchingCursor", "connect"]
+__all__ = ["PREFETCH_ROWS", "Checkpointer", "PrefetchingConnection", "PrefetchingCursor", "connect"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 PREFETCH_ROWS = 256  # rows fetched together with the execute, in the same trip
-CHECKPOINT_EVERY = 64  # the writer's commits per checkpoint (on its thread)
+CHECKPOINT_EVERY = 64  # the writer's commits per checkpoint (by its `Checkpointer`)
 _BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
 
 # (description, first rows, the cursor if more rows remain else None, rowcount, lastrowid)
@@ -93,11 +100,53 @@ def _in_wal_mode(connection: sqlite3.Connection) -> bool:
     return str(mode).lower() == "wal"
 
 
-def _commit_and_checkpoint(connection: sqlite3.Connection) -> None:
-    """Runs on the connection's thread: commit, then move the WAL into the database file as far
-    as readers allow (PASSIVE: waits for nobody)."""
-    connection.commit()
-    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+class Checkpointer:
+    """Moves the WAL into the database file as far as readers allow (PASSIVE: waits for
+    nobody), on a sqlite3 connection and a thread of its own, so the writer never waits for
+    the checkpoint's I/O and fsync. One checkpoint at a time: while one runs, `start` does
+    nothing (the next `CHECKPOINT_EVERY`-th commit starts another)."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        self._connector = connector
+        self._connection: sqlite3.Connection | None = None  # used on the executor's thread only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-checkpoint")
+        self._running: asyncio.Future[None] | None = None
+        self.completed = 0
+
+    def start(self) -> None:
+        if self._running is not None and not self._running.done():
+            return
+        self._running = asyncio.get_running_loop().run_in_executor(self._executor, self._run)
+        self._running.add_done_callback(self._finished)
+
+    async def wait(self) -> None:
+        """Until the checkpoint under way, if any, has finished (tests, and closing)."""
+        if self._running is not None:
+            await asyncio.wait([self._running])
+
+    async def close(self) -> None:
+        await self.wait()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=False)
+
+    def _run(self) -> None:
+        if self._connection is None:
+            self._connection = self._connector()
+        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _finished(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            return
+        if (error := future.exception()) is not None:
+            # The WAL keeps growing until a checkpoint succeeds; the next one is tried soon.
+            log.warning("SQLite checkpoint failed: %s", error)
+            return
+        self.completed += 1
 
 
 def _fetch_rest(cursor: sqlite3.Cursor, size: int | None) -> tuple[list[Any], bool]:
@@ -245,9 +294,11 @@ class PrefetchingConnection(aiosqlite.Connection):
         iter_chunk_size: int,
         *,
         inline_writes: bool = False,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         super().__init__(connector, iter_chunk_size)
         self.inline_writes = inline_writes
+        self.checkpointer = checkpointer  # the writer's: its commits never checkpoint
         self.write_locked = False  # inside a BEGIN IMMEDIATE that has returned
         # Whether the database is in WAL mode (None: not asked yet). Without WAL a COMMIT waits
         # for readers to finish, and they need the event loop to finish: never inline then.
@@ -280,17 +331,21 @@ class PrefetchingConnection(aiosqlite.Connection):
     async def commit(self) -> None:
         inline = self.runs_inline()
         self.write_locked = False
-        if not self.inline_writes:
+        if not inline:
             await super().commit()
-            return
-        self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0:
-            await self._execute(_commit_and_checkpoint, self._conn)
-        elif inline:
-            self._conn.commit()
-            await asyncio.sleep(0)  # the loop's turn, as a trip would give it (see docstring)
         else:
-            await super().commit()
+            self._conn.commit()
+        if self.checkpointer is not None:
+            self._commits += 1
+            if self._commits % CHECKPOINT_EVERY == 0:
+                self.checkpointer.start()
+        if inline:
+            await asyncio.sleep(0)  # the loop's turn, as a trip would give it (see docstring)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
 
     def idle(self) -> bool:
         """Connected, and nothing queued for or running on the connection's thread."""
@@ -342,10 +397,19 @@ def connect(
 
     def connector() -> sqlite3.Connection:
         connection: sqlite3.Connection = sqlite3.connect(location, **kwargs)
-        if inline_writes:  # its commits never checkpoint: see CHECKPOINT_EVERY
+        if inline_writes:  # its commits never checkpoint: its Checkpointer does
             connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
 
-    connection = PrefetchingConnection(connector, 64, inline_writes=inline_writes)
+    def checkpoint_connector() -> sqlite3.Connection:
+        connection: sqlite3.Connection = sqlite3.connect(location, **kwargs)
+        return connection
+
+    connection = PrefetchingConnection(
+        connector,
+        64,
+        inline_writes=inline_writes,
+        checkpointer=Checkpointer(checkpoint_connector) if inline_writes else None,
+    )
     connection._thread.daemon = True
     return connection

@@ -255,24 +255,63 @@ async def test_begin_waits_on_the_thread_while_another_process_holds_the_write_l
         await connection.close()
 
 
-async def test_the_writer_checkpoints_on_its_thread_never_inline(tmp_path: Path) -> None:
-    connection = await _writer(tmp_path / "raw.db")
+async def _commit_rows(connection: sqlite_driver.PrefetchingConnection, count: int) -> None:
+    """`count` write transactions of one 16 KiB row each."""
+    async with connection.cursor() as cursor:
+        for _ in range(count):
+            await cursor.execute("BEGIN IMMEDIATE")
+            await cursor.execute("INSERT INTO t VALUES (zeroblob(16384))")
+            await connection.commit()
+
+
+async def test_the_writer_never_checkpoints_its_checkpointer_does_every_64_commits(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "raw.db"
+    connection = await _writer(path)
+    checkpointer = connection.checkpointer
+    assert checkpointer is not None
     trace = await _Trace.of(connection)
     try:
         async with connection.cursor() as cursor:
             await cursor.execute("PRAGMA wal_autocheckpoint")
             assert await cursor.fetchone() == (0,)  # its commits never checkpoint by themselves
-            for n in range(sqlite_driver.CHECKPOINT_EVERY * 2):
-                await cursor.execute("BEGIN IMMEDIATE")
-                await cursor.execute("INSERT INTO t VALUES (?)", (n,))
-                await connection.commit()
+        size = path.stat().st_size
+        await _commit_rows(connection, sqlite_driver.CHECKPOINT_EVERY - 2)  # 1 commit in _writer
+        await checkpointer.wait()
+        assert checkpointer.completed == 0
+        assert path.stat().st_size == size  # the rows are in the WAL only
+        await _commit_rows(connection, 1)  # the 64th commit
+        await checkpointer.wait()
+        assert checkpointer.completed == 1
+        assert path.stat().st_size > size + 63 * 16384  # now in the database file too
+        await _commit_rows(connection, sqlite_driver.CHECKPOINT_EVERY)
+        await checkpointer.wait()
+        assert checkpointer.completed == 2
         statements = trace.take()
-        checkpoints = [s for s in statements if "wal_checkpoint" in s[1]]
-        assert checkpoints == [(False, "PRAGMA wal_checkpoint(PASSIVE)")] * 2
-        commits = [inline for inline, sql in statements if sql == "COMMIT"]
-        assert commits.count(False) == 2  # the two that checkpoint, on the thread
-        assert commits.count(True) == sqlite_driver.CHECKPOINT_EVERY * 2 - 2
+        assert not [sql for _, sql in statements if "wal_checkpoint" in sql]
+        assert [inline for inline, sql in statements if sql == "COMMIT"] == [True] * (
+            sqlite_driver.CHECKPOINT_EVERY * 2 - 1
+        )
     finally:
+        await connection.close()
+
+
+async def test_the_writer_does_not_wait_for_a_checkpoint(tmp_path: Path) -> None:
+    connection = await _writer(tmp_path / "raw.db")
+    checkpointer = connection.checkpointer
+    assert checkpointer is not None
+    release = threading.Event()
+    blocked = checkpointer._executor.submit(release.wait)  # the checkpoint's thread is busy
+    try:
+        await asyncio.wait_for(_commit_rows(connection, sqlite_driver.CHECKPOINT_EVERY * 3), 10)
+        assert checkpointer.completed == 0  # the commits went on while it could not run
+        release.set()
+        await checkpointer.wait()
+        assert checkpointer.completed == 1  # one at a time: the later 64ths found it running
+    finally:
+        release.set()
+        blocked.result(5)
         await connection.close()
 
 
