@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # pipeline reads the decision from GET /api/v1/requests/{id}.
 POLLED = "none, the pipeline polls for the decision"
 
+CARDS_PER_READ = 10  # cards read and drawn together by a sweep (see `sync_cards`)
 VOTES_PER_REPLY = 10  # votes listed in one thread reply: readable, and far within Slack's limit
 
 
@@ -71,9 +72,11 @@ def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
 async def sync_cards(deps: Deps) -> int:
     """Post missing cards and update stale ones. Returns how many were brought up to date.
 
-    One read for the whole sweep, of only the cards drawn now; a new card's position is
-    recorded right after it is posted (a crash must not post it twice), updated cards'
-    revisions in one write at the end (an update repeated after a crash is harmless)."""
+    One read picks the cards drawn now; they are then read and drawn `CARDS_PER_READ` at a
+    time, so a burst of decisions (each card with all its votes) never becomes one long
+    stretch of the event loop while clicks wait. A new card's position is recorded right
+    after it is posted (a crash must not post it twice), updated cards' revisions in one write
+    per chunk (an update repeated after a crash is harmless)."""
     throttle, budget = deps.pacing.cards, deps.pacing.updates
     async with deps.database.unit_of_work(read_only=True) as uow:
         # New cards and decided requests go out at once; a pending card under a burst of votes
@@ -92,11 +95,19 @@ async def sync_cards(deps: Deps) -> int:
         chosen += [request_id for request_id in paced if budget.take(CARD_UPDATES)]
         if not chosen:
             return 0
+        windows = await windows_at(uow, deps.policy, deps.clock.now())
+    drawn = 0
+    for start in range(0, len(chosen), CARDS_PER_READ):
+        drawn += await _sync_chunk(deps, chosen[start : start + CARDS_PER_READ], windows)
+    return drawn
+
+
+async def _sync_chunk(deps: Deps, chosen: list[str], windows: Sequence[FreezeWindow]) -> int:
+    async with deps.database.unit_of_work(read_only=True) as uow:
         requests = await uow.requests.get_many(chosen)
         stale = [requests[request_id] for request_id in chosen if request_id in requests]
         votes = await uow.votes.list_for_many([r.id for r in stale])
         deliveries = await uow.outbox.get_for_requests([r.id for r in stale])
-        windows = await windows_at(uow, deps.policy, deps.clock.now())
     updated: list[SyncedCard] = []
     for request in stale:
         try:
@@ -108,7 +119,7 @@ async def sync_cards(deps: Deps) -> int:
                 "could not bring the card of %s up to date; next sweep retries", request.id
             )
             continue
-        throttle.updated(request.id)
+        deps.pacing.cards.updated(request.id)
         if request.message_ts is not None:
             updated.append(SyncedCard(request.id, request.revision, posted.channel, posted.ts))
     if updated:

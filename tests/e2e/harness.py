@@ -24,7 +24,7 @@ from bot.app import RUNTIME, Intervals, build_app
 from bot.clock import SystemClock
 from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
 from bot.policy import Policy
-from bot.ports import Clock
+from bot.ports import Clock, Database, UnitOfWork
 from bot.services.deps import Tuning
 from bot.settings import Settings, load_settings
 from handlers.action_ids import REASON_ACTION_ID, ActionId, BlockId, CallbackId, encode_button_value
@@ -372,3 +372,20 @@ def tmp_sqlite(tmp_path: Path) -> str:
 
 def votes_in(calls: Sequence[Any]) -> list[str]:
     return [str(c.args.get("text", "")) for c in calls]
+
+
+class CountingDatabase:
+    """Our `Database` port, counting the units of work it hands out."""
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.writes = 0
+
+    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
+        self.reads += int(read_only)
+        self.writes += int(not read_only)
+        return self.inner.unit_of_work(read_only=read_only)
+
+    async def ping(self) -> None:
+        await self.inner.ping()

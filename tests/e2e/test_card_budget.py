@@ -4,11 +4,14 @@ minute); new cards and decided ones never wait for it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
+from bot.app import RUNTIME
+from bot.services.announcing import CARDS_PER_READ, sync_cards
 from bot.services.pacing import TokenBuckets
 from handlers.action_ids import ActionId
-from tests.e2e.harness import SRE, Env
+from tests.e2e.harness import SRE, CountingDatabase, Env, body_for
 from tests.e2e.slash import OWNER_2, OWNER_3
 
 
@@ -70,3 +73,26 @@ async def test_the_budget_serves_the_longest_waiting_card_first(env: Env) -> Non
     assert await grant_one_and_see() == second
     assert await grant_one_and_see() == third
     assert await grant_one_and_see() == first
+
+
+async def test_a_sweep_reads_and_draws_many_cards_a_chunk_at_a_time(env: Env) -> None:
+    # Background sweeps off: the test runs one by hand, over a database that counts its reads.
+    await env.quorum.app[RUNTIME].scheduler.shutdown()
+    requests = []
+    for i in range(2 * CARDS_PER_READ + 5):
+        status, data = await env.quorum.webhook(body_for(version=f"v{i}"))
+        assert status == 202, data
+        requests.append(str(data["id"]))
+    assert not env.slack.calls_to("chat.postMessage")  # no sweep has drawn them
+    counting = CountingDatabase(env.quorum.deps.database)
+
+    drawn = await sync_cards(dataclasses.replace(env.quorum.deps, database=counting))
+
+    assert drawn == len(requests)
+    posted = env.slack.calls_to("chat.postMessage", lambda c: c.args.get("thread_ts") is None)
+    assert sorted(r for r in requests for c in posted if r in json.dumps(c.args["blocks"])) == (
+        sorted(requests)
+    )
+    # One read picks the cards, then one per chunk of CARDS_PER_READ (not one for all 25):
+    # clicks get the event loop between chunks.
+    assert counting.reads == 1 + 3

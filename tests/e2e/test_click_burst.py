@@ -12,25 +12,8 @@ from bot.domain.model import VoteKind
 from bot.ports import Database, UnitOfWork
 from bot.services.voting import VoteCommand, VoteResult, Voting
 from handlers.action_ids import ActionId
-from tests.e2e.harness import Env
+from tests.e2e.harness import CountingDatabase, Env
 from tests.e2e.slash import OWNER_2, OWNER_3
-
-
-class CountingDatabase:
-    """Our `Database` port, counting the units of work it hands out."""
-
-    def __init__(self, inner: Database) -> None:
-        self.inner = inner
-        self.reads = 0
-        self.writes = 0
-
-    def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
-        self.reads += int(read_only)
-        self.writes += int(not read_only)
-        return self.inner.unit_of_work(read_only=read_only)
-
-    async def ping(self) -> None:
-        await self.inner.ping()
 
 
 def _counting(env: Env) -> tuple[Voting, CountingDatabase]:
