@@ -28,13 +28,12 @@ async def test_the_vote_writer_follows_the_setting(
             writer = await sqlite_driver_of(uow)  # the writer engine's single connection
             await uow.commit()
         threads: list[tuple[int, str]] = []
-        writer.sqlite_connection().set_trace_callback(
-            lambda sql: threads.append((threading.get_ident(), sql))
-        )
+        trace = writer.sqlite_connection().set_trace_callback  # set on the connection's thread
+        await writer._execute(trace, lambda sql: threads.append((threading.get_ident(), sql)))
         try:
             status, _ = await env.quorum.click(ActionId.approve, OWNER_2, request_id)
         finally:
-            writer.sqlite_connection().set_trace_callback(None)
+            await writer._execute(trace, None)
         assert status == 200
         inserts = [ident for ident, sql in threads if sql.startswith("INSERT INTO votes")]
         assert len(inserts) == 1
