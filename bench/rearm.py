@@ -28,8 +28,9 @@ from bot.services.timers import TimersJob, rearm, sla_spec, start_sla
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlDatabase
+from tests.paths import SPEC_EXAMPLE
 
-POLICY_FILE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "policy-example.yml"
+POLICY_FILE = SPEC_EXAMPLE
 NOW = datetime(2026, 3, 24, 10, 0, tzinfo=UTC)
 BATCH = 1000
 

@@ -33,8 +33,9 @@ from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlDatabase
 from tests.fakes.slack_api import FakeSlack
+from tests.paths import SPEC_EXAMPLE
 
-POLICY_FILE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "policy-example.yml"
+POLICY_FILE = SPEC_EXAMPLE
 T0 = datetime(2026, 3, 24, 10, 0, tzinfo=UTC)
 RATE_LIMITS = 5  # 429s the fake Slack answers during the storm (Retry-After: 2)
 

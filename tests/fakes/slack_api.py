@@ -1,7 +1,7 @@
 """A fake Slack Web API on 127.0.0.1 that speaks the real wire format, records every call and can be
 told to fail; end-to-end tests point slack-sdk's `base_url` at it and wait for recorded calls.
 
-Responses are modelled on the docs examples in `/work/shared/fixtures/slack/web_api/`.
+Responses are modelled on the docs examples in `tests/fixtures/slack/web_api/`.
 """
 
 from __future__ import annotations

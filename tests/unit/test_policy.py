@@ -24,10 +24,11 @@ from bot.policy import (
     policy_json_schema,
     summary,
 )
+from tests.paths import SPEC_EXAMPLE as SPEC_EXAMPLE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "quorum.yml"
-SPEC_EXAMPLE = Path("/work/shared/spec/policy-example.yml")
+SPEC_EXAMPLE = SPEC_EXAMPLE_FILE
 FIXTURES = Path(__file__).parent / "policies"
 
 

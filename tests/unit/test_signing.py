@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +12,9 @@ from pydantic import SecretStr
 
 from bot.pipelines.base import SignatureError
 from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier, parse_secrets
+from tests.paths import FIXTURES
 
-VECTORS = Path("/work/shared/fixtures/standard_webhooks/vectors.json")
+VECTORS = FIXTURES / "standard_webhooks" / "vectors.json"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another secret of 24 byte").decode()
 
 
