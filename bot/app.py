@@ -53,7 +53,8 @@ from handlers import (
     slash_commands,
     webhooks,
 )
-from handlers.slack_chat import SlackChat, SlackDirectory, make_web_client
+from handlers.slack_chat import SlackChat, make_web_client
+from handlers.slack_directory import SlackDirectory
 from handlers.slack_presenter import SlackAnnouncer
 from storage.db import create_engine
 from storage.migrate import upgrade

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from bot.domain.model import Requester
 from bot.policy import Policy
@@ -25,13 +26,13 @@ def resolve_static(policy: Policy, requester: Requester) -> Requester:
         user = requester.slack
     if user is None and requester.github:
         user = policy.identities.slack_for_github(requester.github)
+    if user is None and requester.gitlab:
+        user = policy.identities.slack_for_gitlab(requester.gitlab)
     if user is None and requester.email:
         user = policy.identities.slack_for_email(requester.email)
     if user is None:
         return requester
-    return Requester(
-        email=requester.email, github=requester.github, slack=requester.slack, slack_user=user
-    )
+    return replace(requester, slack_user=user)
 
 
 def parse_requester_arg(value: str) -> Requester:

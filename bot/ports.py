@@ -23,6 +23,7 @@ from bot.domain.model import (
     RecordedEvent,
     Vote,
 )
+from bot.domain.people import Installation, SlackUser
 from bot.domain.quorum import Tally
 
 
@@ -387,7 +388,18 @@ class Chat(Protocol):
 class Directory(Protocol):
     """Who is who in Slack."""
 
-    async def usergroup_members(self, usergroup: str) -> frozenset[str]: ...
+    async def usergroup_members(self, usergroup: str, *, fresh: bool = False) -> frozenset[str]:
+        """The group's members, cached briefly; `fresh` asks Slack now (a deciding vote)."""
+        ...
+
+    async def user(self, user_id: str, *, fresh: bool = False) -> SlackUser | None:
+        """Who Slack says `user_id` is (`users.info`), cached briefly; `fresh` asks Slack now.
+        None when Slack does not know the user; raises when Slack cannot be asked."""
+        ...
+
+    async def installation(self) -> Installation:
+        """The workspace, org and app Quorum's token belongs to (asked once, then kept)."""
+        ...
 
     async def user_by_email(self, email: str) -> str | None: ...
 

@@ -6,9 +6,7 @@ response object carries the request headers (and so the bot token).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -20,7 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.ports import ChatRateLimited, Clock, PostedMessage
+from bot.ports import ChatRateLimited, PostedMessage
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 RATE_LIMIT_RETRIES = 5
@@ -202,76 +200,3 @@ class SlackChat:
             raise
         permalink = response.get("permalink")
         return str(permalink) if permalink else None
-
-
-class SlackDirectory:
-    """Implements bot.ports.Directory. User-group members are cached for `ttl` (measured on the
-    injected clock); concurrent lookups of one group share a single in-flight request."""
-
-    def __init__(
-        self, client: AsyncWebClient, clock: Clock, ttl: timedelta = timedelta(minutes=5)
-    ) -> None:
-        self._client = client
-        self._clock = clock
-        self._ttl = ttl
-        self._groups: dict[str, tuple[datetime, frozenset[str]]] = {}
-        self._inflight: dict[str, asyncio.Task[frozenset[str]]] = {}
-
-    async def usergroup_members(self, usergroup: str) -> frozenset[str]:
-        cached = self._groups.get(usergroup)
-        if cached is not None and self._clock.now() - cached[0] < self._ttl:
-            return cached[1]
-        task = self._inflight.get(usergroup)
-        if task is None:
-            task = asyncio.create_task(self._fetch_usergroup(usergroup))
-            self._inflight[usergroup] = task
-            task.add_done_callback(lambda done: self._forget(usergroup, done))
-        # shield: one caller being cancelled must not cancel the lookup the others wait on.
-        return await asyncio.shield(task)
-
-    def _forget(self, usergroup: str, task: asyncio.Task[frozenset[str]]) -> None:
-        if self._inflight.get(usergroup) is task:
-            del self._inflight[usergroup]
-        # Mark the exception retrieved even if every waiter was cancelled (no "never retrieved").
-        if not task.cancelled():
-            task.exception()
-
-    async def _fetch_usergroup(self, usergroup: str) -> frozenset[str]:
-        # Stamp with the time the request was made: the answer is at least that fresh.
-        fetched_at = self._clock.now()
-        response = await _call(
-            "usergroups.users.list", self._client.usergroups_users_list(usergroup=usergroup)
-        )
-        members = frozenset(str(user) for user in response.get("users") or ())
-        self._groups[usergroup] = (fetched_at, members)
-        return members
-
-    def invalidate(self, usergroup: str | None = None) -> None:
-        """Drop cached members of one group (or of all groups)."""
-        if usergroup is None:
-            self._groups.clear()
-        else:
-            self._groups.pop(usergroup, None)
-
-    async def user_by_email(self, email: str) -> str | None:
-        try:
-            response = await _call(
-                "users.lookupByEmail", self._client.users_lookupByEmail(email=email)
-            )
-        except ChatError as exc:
-            if exc.error_code == "users_not_found":
-                return None
-            raise
-        user = response.get("user") or {}
-        user_id = user.get("id")
-        return str(user_id) if user_id else None
-
-    async def user_timezone(self, user: str) -> str | None:
-        try:
-            response = await _call("users.info", self._client.users_info(user=user))
-        except ChatError as exc:
-            if exc.error_code == "user_not_found":
-                return None
-            raise
-        tz = (response.get("user") or {}).get("tz")
-        return str(tz) if tz else None

@@ -89,12 +89,16 @@ class Requester:
     github: str | None = None
     slack: str | None = None
     slack_user: str | None = None  # resolved Slack user id (None when it could not be resolved)
+    gitlab: str | None = None  # GitLab username
+    # Slack could not be asked who the requester is yet (users.lookupByEmail failed): the request
+    # cannot be approved until a retry resolves it one way or the other.
+    checking: bool = False
 
     @property
     def display(self) -> str:
         if self.slack_user:
             return f"<@{self.slack_user}>"
-        return self.github or self.email or self.slack or "unknown"
+        return self.github or self.gitlab or self.email or self.slack or "unknown"
 
 
 @dataclass(frozen=True, slots=True)

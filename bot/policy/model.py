@@ -153,13 +153,21 @@ class GitLabPolicy(_Model):
 
 class IdentitiesPolicy(_Model):
     github: Mapping[str, SlackUserId] = Field(default_factory=dict)
+    gitlab: Mapping[str, SlackUserId] = Field(default_factory=dict)
     email: Mapping[EmailAddress, SlackUserId] = Field(default_factory=dict)
     email_lookup: StrictBool = False
 
     def slack_for_github(self, login: str) -> str | None:
-        # GitHub logins are case-insensitive.
+        # GitHub logins are case-insensitive; a bot (`…[bot]`) is nobody's identity.
         wanted = login.lower()
+        if wanted.endswith("[bot]"):
+            return None
         return next((uid for name, uid in self.github.items() if name.lower() == wanted), None)
+
+    def slack_for_gitlab(self, username: str) -> str | None:
+        # GitLab usernames are case-insensitive.
+        wanted = username.lower()
+        return next((uid for name, uid in self.gitlab.items() if name.lower() == wanted), None)
 
     def slack_for_email(self, address: str) -> str | None:
         return self.email.get(address.strip().lower())

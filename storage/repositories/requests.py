@@ -120,6 +120,8 @@ def _requester_to_json(requester: Requester) -> dict[str, Any]:
         "github": requester.github,
         "slack": requester.slack,
         "slack_user": requester.slack_user,
+        "gitlab": requester.gitlab,
+        "checking": requester.checking,
     }
 
 
@@ -129,6 +131,8 @@ def _requester_from_json(value: Mapping[str, Any]) -> Requester:
         github=value.get("github"),
         slack=value.get("slack"),
         slack_user=value.get("slack_user"),
+        gitlab=value.get("gitlab"),
+        checking=value.get("checking") is True,
     )
 
 

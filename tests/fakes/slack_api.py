@@ -21,6 +21,7 @@ DEFAULT_TOKEN = "xoxb-fake-token-0000"
 TEAM_ID = "T0FAKE"
 BOT_USER_ID = "U0QUORUM"
 BOT_ID = "B0QUORUM"
+APP_ID = "A0QUORUM"
 # Form-encoded requests carry these as JSON strings; real Slack decodes them, and so do we.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
 
@@ -55,6 +56,13 @@ class _User:
     email: str | None
     tz: str
     name: str
+    team_id: str = TEAM_ID
+    deleted: bool = False
+    is_bot: bool = False
+    is_restricted: bool = False
+    is_ultra_restricted: bool = False
+    is_stranger: bool | None = None  # only in some payloads: absent unless set
+    enterprise_id: str | None = None
 
 
 class WaitTimeout(AssertionError):
@@ -64,14 +72,22 @@ class WaitTimeout(AssertionError):
 class FakeSlack:
     """`async with FakeSlack() as slack:` then `make_web_client(slack.token, slack.base_url)`."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN) -> None:
+    def __init__(
+        self, token: str = DEFAULT_TOKEN, *, auto_users: bool = True, team_id: str = TEAM_ID
+    ) -> None:
         self.token = token
+        # A workspace where every well-formed user id not added otherwise is a full member
+        # (the tests' usual cast); `auto_users=False`: unknown ids are `user_not_found`.
+        self.auto_users = auto_users
+        self.team_id = team_id
+        self.enterprise_id: str | None = None
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.views: list[dict[str, Any]] = []
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, _User] = {}
         self._dm_channels: dict[str, str] = {}
+        self._unknown: set[str] = set()
         self._failures: dict[str, list[_Failure]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -88,6 +104,7 @@ class FakeSlack:
             "usergroups.users.list": self._usergroups_users_list,
             "users.lookupByEmail": self._users_lookup_by_email,
             "users.info": self._users_info,
+            "bots.info": self._bots_info,
             "auth.test": self._auth_test,
         }
 
@@ -136,9 +153,22 @@ class FakeSlack:
         self._usergroups[usergroup_id] = list(users)
 
     def add_user(
-        self, user_id: str, email: str | None = None, tz: str = "Etc/UTC", name: str | None = None
+        self,
+        user_id: str,
+        email: str | None = None,
+        tz: str = "Etc/UTC",
+        name: str | None = None,
+        **flags: Any,
     ) -> None:
-        self._users[user_id] = _User(user_id, email, tz, name or user_id.lower())
+        """A user of the workspace; `flags` set `team_id`, `deleted`, `is_bot`, `is_restricted`,
+        `is_ultra_restricted`, `is_stranger`, `enterprise_id` as users.info reports them."""
+        self._users[user_id] = _User(user_id, email, tz, name or user_id.lower(), **flags)
+        self._unknown.discard(user_id)
+
+    def remove_user(self, user_id: str) -> None:
+        """Slack no longer knows the user (`user_not_found`), even with `auto_users`."""
+        self._users.pop(user_id, None)
+        self._unknown.add(user_id)
 
     def fail_next(
         self,
@@ -344,16 +374,54 @@ class FakeSlack:
         return {"ok": True, "users": list(self._usergroups[usergroup])}
 
     def _user_object(self, user: _User) -> dict[str, Any]:
-        return {
+        """The users.info user object (tests/fixtures/slack/web_api/users.info.json's shape)."""
+        obj: dict[str, Any] = {
             "id": user.id,
-            "team_id": TEAM_ID,
+            "team_id": user.team_id,
             "name": user.name,
-            "deleted": False,
+            "deleted": user.deleted,
             "real_name": user.name,
             "tz": user.tz,
-            "is_bot": False,
-            "profile": {"email": user.email, "real_name": user.name, "display_name": user.name},
+            "is_admin": False,
+            "is_owner": False,
+            "is_primary_owner": False,
+            "is_restricted": user.is_restricted,
+            "is_ultra_restricted": user.is_ultra_restricted,
+            "is_bot": user.is_bot,
+            "is_app_user": False,
+            "updated": 1502138686,
+            "profile": {
+                "email": user.email,
+                "real_name": user.name,
+                "display_name": user.name,
+                "team": user.team_id,
+            },
         }
+        if user.is_stranger is not None:
+            obj["is_stranger"] = user.is_stranger
+        if user.enterprise_id is not None:
+            obj["enterprise_user"] = {
+                "id": user.id,
+                "enterprise_id": user.enterprise_id,
+                "enterprise_name": "Fake Org",
+                "is_admin": False,
+                "is_owner": False,
+                "teams": [user.team_id],
+            }
+        return obj
+
+    def _lookup(self, user_id: str) -> _User | None:
+        user = self._users.get(user_id)
+        if (
+            user is None
+            and self.auto_users
+            and user_id not in self._unknown
+            and user_id[:1] in {"U", "W"}
+            and user_id[1:].isalnum()
+            and user_id.isupper()
+        ):
+            user = _User(user_id, None, "Etc/UTC", user_id.lower(), team_id=self.team_id)
+        return user
 
     def _users_lookup_by_email(self, args: dict[str, Any]) -> dict[str, Any]:
         email = _required(args, "email", "users_not_found").lower()
@@ -363,22 +431,42 @@ class FakeSlack:
         raise _ApiError("users_not_found")
 
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
-        user = self._users.get(_required(args, "user", "user_not_found"))
+        user = self._lookup(_required(args, "user", "user_not_found"))
         if user is None:
             raise _ApiError("user_not_found")
         return {"ok": True, "user": self._user_object(user)}
 
-    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _bots_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        bot = _required(args, "bot", "bot_not_found")
+        if bot != BOT_ID:
+            raise _ApiError("bot_not_found")
         return {
+            "ok": True,
+            "bot": {
+                "id": BOT_ID,
+                "deleted": False,
+                "name": "quorum",
+                "updated": 1_700_000_000,
+                "app_id": APP_ID,
+                "user_id": BOT_USER_ID,
+                "icons": {},
+            },
+        }
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = {
             "ok": True,
             "url": "https://fake.slack.com/",
             "team": "Fake Team",
             "user": "quorum",
-            "team_id": TEAM_ID,
+            "team_id": self.team_id,
             "user_id": BOT_USER_ID,
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+        if self.enterprise_id is not None:
+            response["enterprise_id"] = self.enterprise_id
+        return response
 
 
 class _ApiError(Exception):

@@ -14,7 +14,8 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.ports import PostedMessage
-from handlers.slack_chat import ChatError, SlackChat, SlackDirectory, make_web_client
+from handlers.slack_chat import ChatError, SlackChat, make_web_client
+from handlers.slack_directory import SlackDirectory
 from tests.fakes.slack_api import FakeSlack
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -214,8 +215,54 @@ async def test_user_by_email(slack: FakeSlack, directory: SlackDirectory) -> Non
 async def test_user_timezone(slack: FakeSlack, directory: SlackDirectory) -> None:
     slack.add_user("W012A3CDE", tz="America/Los_Angeles")
 
+    slack.remove_user("U0MISSING")
+
     assert await directory.user_timezone("W012A3CDE") == "America/Los_Angeles"
     assert await directory.user_timezone("U0MISSING") is None
+
+
+async def test_user_reads_the_flags_that_decide_trust(
+    slack: FakeSlack, directory: SlackDirectory
+) -> None:
+    slack.add_user("U0GUEST", is_restricted=True)
+    slack.add_user("U0GONE", deleted=True)
+    slack.add_user("U0EXT", team_id="T0OTHER", is_stranger=True)
+    slack.add_user("U0GRID", team_id="T0SISTER", enterprise_id="E0ORG")
+    slack.remove_user("U0NOBODY")
+
+    guest, gone, ext, grid = [
+        await directory.user(uid) for uid in ("U0GUEST", "U0GONE", "U0EXT", "U0GRID")
+    ]
+    assert guest is not None and guest.is_restricted and not guest.deleted
+    assert gone is not None and gone.deleted
+    assert ext is not None and ext.is_stranger and ext.team_id == "T0OTHER"
+    assert grid is not None and grid.enterprise_id == "E0ORG"
+    assert await directory.user("U0NOBODY") is None
+
+
+async def test_user_is_cached_briefly_and_fresh_asks_again(
+    slack: FakeSlack, directory: SlackDirectory, clock: FixedClock
+) -> None:
+    await directory.user("U0WEB1")
+    await directory.user("U0WEB1")
+    assert len(slack.calls_to("users.info")) == 1
+    await directory.user("U0WEB1", fresh=True)
+    assert len(slack.calls_to("users.info")) == 2
+    clock.advance(timedelta(seconds=61))
+    await directory.user("U0WEB1")
+    assert len(slack.calls_to("users.info")) == 3
+
+
+async def test_installation_is_learnt_from_auth_test_and_bots_info(
+    slack: FakeSlack, directory: SlackDirectory
+) -> None:
+    first = await directory.installation()
+    again = await directory.installation()
+
+    assert first == again
+    assert (first.team_id, first.app_id, first.bot_user_id) == ("T0FAKE", "A0QUORUM", "U0QUORUM")
+    assert len(slack.calls_to("auth.test")) == 1
+    assert len(slack.calls_to("bots.info")) == 1
 
 
 async def test_fake_accepts_form_bodies_and_rejects_bad_tokens(slack: FakeSlack) -> None:

@@ -1,0 +1,189 @@
+"""The Directory port over slack-sdk's AsyncWebClient: user groups, users and the installation,
+cached briefly, with concurrent lookups of one key sharing a single in-flight request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.domain.people import Installation, SlackUser
+from bot.ports import Clock
+from handlers.slack_chat import ChatError, _call
+
+T = TypeVar("T")
+
+USERGROUP_TTL = timedelta(minutes=5)
+# A click is checked against who Slack says the clicker is; a deciding vote asks Slack afresh.
+USER_TTL = timedelta(seconds=60)
+
+
+class _Cache(Generic[T]):
+    """Values per key for `ttl` (on the injected clock), stamped with the time they were asked."""
+
+    def __init__(self, clock: Clock, ttl: timedelta) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._values: dict[str, tuple[datetime, T]] = {}
+        self._inflight: dict[str, asyncio.Task[T]] = {}
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[T]], *, fresh: bool) -> T:
+        cached = self._values.get(key)
+        if not fresh and cached is not None and self._clock.now() - cached[0] < self._ttl:
+            return cached[1]
+        task = self._inflight.get(key)
+        if task is None or fresh:
+            task = asyncio.create_task(self._fetch(key, fetch))
+            self._inflight[key] = task
+            task.add_done_callback(lambda done: self._forget(key, done))
+        # shield: one caller being cancelled must not cancel the lookup the others wait on.
+        return await asyncio.shield(task)
+
+    async def _fetch(self, key: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        # Stamp with the time the request was made: the answer is at least that fresh.
+        asked_at = self._clock.now()
+        value = await fetch()
+        self._values[key] = (asked_at, value)
+        return value
+
+    def _forget(self, key: str, task: asyncio.Task[T]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        # Mark the exception retrieved even if every waiter was cancelled (no "never retrieved").
+        if not task.cancelled():
+            task.exception()
+
+    def drop(self, key: str | None = None) -> None:
+        if key is None:
+            self._values.clear()
+        else:
+            self._values.pop(key, None)
+
+
+class SlackDirectory:
+    """Implements bot.ports.Directory."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        clock: Clock,
+        ttl: timedelta = USERGROUP_TTL,
+        user_ttl: timedelta = USER_TTL,
+    ) -> None:
+        self._client = client
+        self._groups: _Cache[frozenset[str]] = _Cache(clock, ttl)
+        self._users: _Cache[SlackUser | None] = _Cache(clock, user_ttl)
+        self._installation: Installation | None = None
+        self._installing: asyncio.Lock = asyncio.Lock()
+
+    async def usergroup_members(self, usergroup: str, *, fresh: bool = False) -> frozenset[str]:
+        return await self._groups.get(
+            usergroup, lambda: self._fetch_usergroup(usergroup), fresh=fresh
+        )
+
+    async def _fetch_usergroup(self, usergroup: str) -> frozenset[str]:
+        response = await _call(
+            "usergroups.users.list", self._client.usergroups_users_list(usergroup=usergroup)
+        )
+        return frozenset(str(user) for user in response.get("users") or ())
+
+    def invalidate(self, usergroup: str | None = None) -> None:
+        """Drop cached members of one group (or of all groups), e.g. on
+        `subteam_members_changed`."""
+        self._groups.drop(usergroup)
+
+    async def user(self, user_id: str, *, fresh: bool = False) -> SlackUser | None:
+        return await self._users.get(user_id, lambda: self._fetch_user(user_id), fresh=fresh)
+
+    async def _fetch_user(self, user_id: str) -> SlackUser | None:
+        try:
+            response = await _call("users.info", self._client.users_info(user=user_id))
+        except ChatError as exc:
+            if exc.error_code in {"user_not_found", "user_not_visible"}:
+                return None
+            raise
+        return slack_user(response.get("user"))
+
+    async def installation(self) -> Installation:
+        if self._installation is not None:
+            return self._installation
+        async with self._installing:
+            if self._installation is None:
+                self._installation = await self._fetch_installation()
+        return self._installation
+
+    async def _fetch_installation(self) -> Installation:
+        auth = await _call("auth.test", self._client.auth_test())
+        team_id = _text(auth.get("team_id"))
+        if team_id is None:
+            raise ChatError("auth.test", "no_team_id")
+        bot_id = _text(auth.get("bot_id"))
+        app_id: str | None = None
+        if bot_id is not None:
+            bot = await _call("bots.info", self._client.bots_info(bot=bot_id))
+            app_id = _text((bot.get("bot") or {}).get("app_id"))
+        return Installation(
+            team_id=team_id,
+            enterprise_id=_text(auth.get("enterprise_id")),
+            app_id=app_id,
+            bot_user_id=_text(auth.get("user_id")),
+        )
+
+    async def user_by_email(self, email: str) -> str | None:
+        try:
+            response = await _call(
+                "users.lookupByEmail", self._client.users_lookupByEmail(email=email)
+            )
+        except ChatError as exc:
+            if exc.error_code == "users_not_found":
+                return None
+            raise
+        user = response.get("user") or {}
+        user_id = user.get("id")
+        return str(user_id) if user_id else None
+
+    async def user_timezone(self, user: str) -> str | None:
+        try:
+            response = await _call("users.info", self._client.users_info(user=user))
+        except ChatError as exc:
+            if exc.error_code == "user_not_found":
+                return None
+            raise
+        tz = (response.get("user") or {}).get("tz")
+        return str(tz) if tz else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def slack_user(data: Any) -> SlackUser | None:
+    """A `users.info` user object as a SlackUser; None for anything without an id. A flag that
+    is not a JSON boolean counts as set where that is the safe reading (deleted, bot, guest)."""
+    if not isinstance(data, dict) or not _text(data.get("id")):
+        return None
+    raw_profile = data.get("profile")
+    profile: dict[str, Any] = raw_profile if isinstance(raw_profile, dict) else {}
+
+    def flag(name: str) -> bool:
+        value = data.get(name, False)
+        return value is not False  # fail closed: a missing flag is false, anything odd is true
+
+    return SlackUser(
+        id=str(data["id"]),
+        team_id=_text(data.get("team_id")),
+        enterprise_id=_text((data.get("enterprise_user") or {}).get("enterprise_id"))
+        if isinstance(data.get("enterprise_user"), dict)
+        else _text(data.get("enterprise_id")),
+        deleted=flag("deleted"),
+        is_bot=flag("is_bot"),
+        is_app_user=flag("is_app_user"),
+        is_restricted=flag("is_restricted"),
+        is_ultra_restricted=flag("is_ultra_restricted"),
+        is_stranger=flag("is_stranger"),
+        name=_text(profile.get("display_name")) or _text(data.get("name")),
+        email=_text(profile.get("email")),
+    )
