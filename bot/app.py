@@ -173,6 +173,7 @@ def build_app(
             wake=scheduler.wake,
         )
         voting = Voting(deps)
+        deps.card_posted = voting.card_posted
         runtime = Runtime(
             database=database, deps=deps, voting=voting, scheduler=scheduler, http=session
         )

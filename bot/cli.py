@@ -14,8 +14,9 @@ from pathlib import Path
 
 from bot.domain.model import Risk
 from bot.identity import describe_requester
-from bot.policy import PolicyError, load_policy, policy_json_schema, summary
+from bot.policy import Policy, PolicyError, load_policy, policy_json_schema, summary
 from bot.routing import RoutingError, explain, route
+from bot.services.live_check import LiveReport, check_live
 from bot.settings import Settings, SettingsError, load_settings
 
 EXIT_OK = 0
@@ -32,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations up to the newest revision")
     check = sub.add_parser("check-config", help="validate a policy file")
     check.add_argument("path", nargs="?", help="policy file (default: $QUORUM_CONFIG)")
+    check.add_argument(
+        "--live",
+        action="store_true",
+        help="also check every Slack id against the workspace (needs SLACK_BOT_TOKEN)",
+    )
     sub.add_parser("config-schema", help="print the JSON Schema of the policy file")
     audit = sub.add_parser("audit", help="check the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -68,7 +74,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_SETTINGS
     _configure_logging(settings.quorum_log_level)
     if command == "check-config":
-        return _check_config(Path(args.path) if args.path else settings.quorum_config)
+        path = Path(args.path) if args.path else settings.quorum_config
+        return _check_config_live(path, settings) if args.live else _check_config(path)
     if command == "explain":
         return _explain(args, Path(args.config) if args.config else settings.quorum_config)
     if command == "migrate":
@@ -97,6 +104,57 @@ def _check_config(path: Path) -> int:
         return EXIT_INVALID
     print(summary(policy))
     return EXIT_OK
+
+
+def _check_config_live(path: Path, settings: Settings) -> int:
+    from handlers.slack_chat import ChatError
+
+    token = settings.slack_bot_token
+    if token is None or "SLACK_BOT_TOKEN" in settings.uses_dev_values():
+        print(
+            "quorum: setting SLACK_BOT_TOKEN: missing (check-config --live asks Slack with the "
+            "bot token; a local development value cannot)",
+            file=sys.stderr,
+        )
+        return EXIT_SETTINGS
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        report = asyncio.run(_ask_slack(policy, token.get_secret_value(), settings.slack_api_url))
+    except ChatError as exc:  # carries the method and Slack's error code, never the token
+        print(f"quorum: could not reach Slack: {exc.method}: {exc.error_code}", file=sys.stderr)
+        return EXIT_SETTINGS
+    for finding in report.findings:
+        note = "warning: " if finding.warning else ""
+        print(f"{path}: {finding.path}: {note}{finding.message}", file=sys.stderr)
+    if report.problems:
+        return EXIT_INVALID
+    print(summary(policy))
+    print(
+        f"live: {_count(report.users, 'user')}, {_count(report.usergroups, 'user group')}, "
+        f"{_count(report.channels, 'channel')} checked"
+    )
+    return EXIT_OK
+
+
+async def _ask_slack(policy: Policy, token: str, base_url: str | None) -> LiveReport:
+    import aiohttp
+
+    from bot.clock import SystemClock
+    from handlers.slack_chat import make_web_client
+    from handlers.slack_directory import SlackDirectory
+
+    async with aiohttp.ClientSession() as session:
+        directory = SlackDirectory(make_web_client(token, base_url, session=session), SystemClock())
+        return await check_live(policy, directory, directory)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _explain(args: argparse.Namespace, path: Path) -> int:

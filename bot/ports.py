@@ -12,6 +12,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
 
+from bot.domain.channels import ChannelInfo
 from bot.domain.model import (
     ApprovalRequest,
     Delegation,
@@ -404,6 +405,22 @@ class Directory(Protocol):
     async def user_by_email(self, email: str) -> str | None: ...
 
     async def user_timezone(self, user: str) -> str | None: ...
+
+
+class Workspace(Protocol):
+    """What Slack says about the policy's user groups and channels (`check-config --live`)."""
+
+    async def usergroup(self, usergroup: str) -> frozenset[str] | None:
+        """The group's members, asked now; None when Slack has no such group."""
+        ...
+
+    async def channel(self, channel: str) -> ChannelInfo | None:
+        """The channel (`conversations.info`); None when Slack has none the bot can see."""
+        ...
+
+    async def scopes(self) -> frozenset[str] | None:
+        """The bot token's OAuth scopes; None when Slack does not say."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bot.domain.durations import format_duration
 from bot.domain.model import RejectMode, Risk, Rule
+from bot.domain.sla import widened_names
 from bot.policy import OnExpire, Policy, RulePolicy, SlaPolicy, UnknownServiceMode
 
 __all__ = [
@@ -270,6 +271,7 @@ def explain(policy: Policy, route: Route, *, requester: str | None = None) -> st
         "Change ticket: required" if route.require_change_ticket else "Change ticket: not required"
     )
     lines.append(f"SLA: {_sla_text(route)}")
+    lines.extend(_escalation_lines(policy, route))
     lines.extend(f"Warning: {w}" for w in route.warnings)
     return "\n".join(lines)
 
@@ -309,6 +311,31 @@ def _reject_text(mode: RejectMode) -> str:
     if mode is RejectMode.ANY:
         return "any (one eligible rejection rejects the request)"
     return "quorum (a rule is rejected once as many of its approvers reject as it needs)"
+
+
+def _escalation_lines(policy: Policy, route: Route) -> list[str]:
+    """Who may approve what after each escalation step: a step widens only the rules it names
+    (`for_rules`, by default the `from: owner` ones), never every rule of the request."""
+    env = policy.environment(route.environment)
+    if env is None or route.sla is None or not route.sla.escalate:
+        return []
+    glass = break_glass_rules(policy, route)
+    lines = ["Escalation (who may approve what after each step):"]
+    for step in route.sla.escalate:
+        ladder = step.ladder_step(env)
+        names = widened_names(route.rules, ladder)
+        later = widened_names(glass, ladder)
+        text = f"  after {format_duration(step.after)}: {step.to} is notified"
+        if names:
+            text += f" and may also approve {', '.join(names)}"
+            if later:
+                text += f" (after break glass also {', '.join(later)})"
+        elif later:
+            text += f" (after break glass it may also approve {', '.join(later)})"
+        else:
+            text += " only (it may approve no rule it could not already)"
+        lines.append(text)
+    return lines
 
 
 def _sla_text(route: Route) -> str:

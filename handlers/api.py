@@ -97,6 +97,7 @@ def render_status(status: RequestStatus) -> dict[str, Any]:
                 "name": p.rule.name,
                 "team": p.rule.team,
                 "approvals": p.rule.approvals,
+                "widened_by": list(p.rule.widened_by),
                 "approved_by": list(p.approvers),
                 "met": p.met,
             }

@@ -197,6 +197,21 @@ def _approvers_lines(tally: Tally, votes: Sequence[Vote]) -> list[str]:
     return lines
 
 
+def escalation_text(request: ApprovalRequest) -> str:
+    """Who an escalation lets approve what, read from the rules (`Rule.widened_by`), so the
+    card says what the vote path counts: `sre may also approve owner-review`."""
+    by_team: dict[str, list[str]] = {}
+    for rule in request.rules:
+        for team in rule.widened_by:
+            by_team.setdefault(team, []).append(rule.name)
+    if not by_team:
+        return "teams notified only (no rule widened)"
+    return "; ".join(
+        f"{escape_mrkdwn(team)} may also approve {escape_mrkdwn(', '.join(names))}"
+        for team, names in by_team.items()
+    )
+
+
 def _rejection_text(vote: Vote) -> str:
     reason = f" — {_plain_inline(vote.reason)}" if vote.reason else ""
     return f"{_who(vote)}{reason}"
@@ -318,7 +333,10 @@ def render_card(
     progress = [f"*Approvals:* {progress_line(tally, pending=pending)}"]
     progress += _approvers_lines(tally, votes)
     if request.escalation_level:
-        progress.append(f":rotating_light: Escalated (level {request.escalation_level})")
+        progress.append(
+            f":rotating_light: Escalated (level {request.escalation_level}): "
+            f"{escalation_text(request)}"
+        )
     if request.break_glass:
         progress.append(":fire_engine: *Break glass*: extra approvals required")
     blocks.append(_section("\n".join(progress)))

@@ -13,6 +13,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.background import BackgroundTasks
 from bot.domain.model import VoteKind
+from bot.domain.people import Interaction
 from bot.ports import Announcer
 from bot.services.voting import VoteCommand, Voting
 from handlers.action_ids import REASON_ACTION_ID, ActionId, BlockId, CallbackId, decode_button_value
@@ -30,7 +31,9 @@ def register(
             await ack()
             return
         request_id, user, channel = click
-        result = await voting.cast(VoteCommand(request_id, user, VoteKind.APPROVE))
+        result = await voting.cast(
+            VoteCommand(request_id, user, VoteKind.APPROVE, interaction=interaction_of(body))
+        )
         await ack()
         if result.refusal is not None:
             target = channel or (result.request.channel if result.request else None)
@@ -46,7 +49,9 @@ def register(
             await ack()
             return
         request_id, user, channel = click
-        result = await voting.precheck(VoteCommand(request_id, user, VoteKind.REJECT))
+        result = await voting.precheck(
+            VoteCommand(request_id, user, VoteKind.REJECT, interaction=interaction_of(body))
+        )
         await ack()
         if result.refusal is not None:
             target = channel or (result.request.channel if result.request else None)
@@ -77,7 +82,18 @@ def register(
             )
             return
         reason = _submitted_reason(view)
-        result = await voting.cast(VoteCommand(request_id, str(user), VoteKind.REJECT, reason))
+        # The modal is Quorum's own, opened from a click that passed the card checks; its
+        # submission is checked against the installation (and the view's app) and the person.
+        result = await voting.cast(
+            VoteCommand(
+                request_id,
+                str(user),
+                VoteKind.REJECT,
+                reason,
+                interaction=interaction_of(body, app_id=_text(view.get("app_id"))),
+                on_card=False,
+            )
+        )
         if result.refusal is not None:
             await ack(
                 response_action="errors",
@@ -111,6 +127,37 @@ def _click(body: dict[str, Any]) -> tuple[str, str, str | None] | None:
         "channel_id"
     )
     return request_id, str(user), channel
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def interaction_of(body: dict[str, Any], *, app_id: str | None = None) -> Interaction:
+    """Where Slack's payload says the interaction came from: every field as sent, compared later
+    against the installation and the card (nothing here is trusted). `app_id`: a view's own
+    `app_id`, which must agree with `api_app_id`."""
+    team, user = _object(body.get("team")), _object(body.get("user"))
+    container, channel = _object(body.get("container")), _object(body.get("channel"))
+    api_app_id = _text(body.get("api_app_id"))
+    if app_id is not None and app_id != api_app_id:
+        api_app_id = None  # two different apps named: matches no installation
+    where = _text(channel.get("id")), _text(container.get("channel_id"))
+    clicked_in = where[0] or where[1] if None in where or where[0] == where[1] else None
+    return Interaction(
+        team_id=_text(team.get("id")),
+        enterprise_id=_text(team.get("enterprise_id")) or _text(body.get("enterprise_id")),
+        api_app_id=api_app_id,
+        user_team_id=_text(user.get("team_id")),
+        channel=clicked_in,  # None when the payload names two channels
+        message_ts=_text(container.get("message_ts")),
+        is_stranger=body.get("is_stranger", False) is not False
+        or user.get("is_stranger", False) is not False,
+    )
 
 
 def _submitted_reason(view: dict[str, Any]) -> str | None:

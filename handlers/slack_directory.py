@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain.channels import ChannelInfo
 from bot.domain.people import Installation, SlackUser
 from bot.ports import Clock
 from handlers.slack_chat import ChatError, _call
@@ -64,7 +65,7 @@ class _Cache(Generic[T]):
 
 
 class SlackDirectory:
-    """Implements bot.ports.Directory."""
+    """Implements bot.ports.Directory and bot.ports.Workspace."""
 
     def __init__(
         self,
@@ -155,9 +156,57 @@ class SlackDirectory:
         tz = (response.get("user") or {}).get("tz")
         return str(tz) if tz else None
 
+    # Workspace (`check-config --live`): asked afresh, nothing cached ---------------------------
+
+    async def usergroup(self, usergroup: str) -> frozenset[str] | None:
+        try:
+            return await self.usergroup_members(usergroup, fresh=True)
+        except ChatError as exc:
+            if exc.error_code == "no_such_subteam":
+                return None
+            raise
+
+    async def channel(self, channel: str) -> ChannelInfo | None:
+        try:
+            response = await _call(
+                "conversations.info", self._client.conversations_info(channel=channel)
+            )
+        except ChatError as exc:
+            if exc.error_code == "channel_not_found":
+                return None
+            raise
+        return channel_info(response.get("channel"))
+
+    async def scopes(self) -> frozenset[str] | None:
+        # Slack lists the token's scopes in a header of every Web API response.
+        response = await _call("auth.test", self._client.auth_test())
+        for name, value in (response.headers or {}).items():
+            if name.lower() == "x-oauth-scopes":
+                raw = value[0] if isinstance(value, list) and value else value
+                if isinstance(raw, str):
+                    return frozenset(s.strip() for s in raw.split(",") if s.strip())
+        return None
+
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def channel_info(data: Any) -> ChannelInfo | None:
+    """A `conversations.info` channel object as a ChannelInfo; None for anything without an id.
+    Read so that an odd value never makes a channel look usable: a missing or non-boolean
+    `is_member` is "not a member", and `is_archived` is set unless it is exactly false."""
+    if not isinstance(data, dict) or not _text(data.get("id")):
+        return None
+    channel_id = str(data["id"])
+    private = data.get("is_private")
+    return ChannelInfo(
+        id=channel_id,
+        name=_text(data.get("name")),
+        is_private=private is True or (private is None and data.get("is_group") is True),
+        is_archived=data.get("is_archived", False) is not False,
+        is_member=data.get("is_member") is True,
+    )
 
 
 def slack_user(data: Any) -> SlackUser | None:

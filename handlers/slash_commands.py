@@ -127,7 +127,7 @@ def register(
         if isinstance(parsed, PendingCommand):
             return await _pending(deps, user, zone, now), False
         if isinstance(parsed, DelegateCommand):
-            made = await delegations.delegate(
+            delegated = await delegations.delegate(
                 deps,
                 actor=user,
                 to=parsed.delegate,
@@ -135,10 +135,17 @@ def register(
                 environments=parsed.environments,
                 changed=voting.forget_delegations,
             )
+            made = delegated.delegation
+            caveat = (
+                f" It will not be honoured in {', '.join(delegated.not_honoured_in)} "
+                "(the policy's delegation.not_honoured_in)."
+                if delegated.not_honoured_in
+                else ""
+            )
             return (
                 f"<@{made.delegate}> may now vote on your behalf "
                 f"{_envs(made.environments)} until {describe(made.ends_at, zone, now)} "
-                f"(`{made.id}`). End it with `/approvals undelegate`.",
+                f"(`{made.id}`).{caveat} End it with `/approvals undelegate`.",
                 False,
             )
         if isinstance(parsed, DelegationsCommand):

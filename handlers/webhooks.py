@@ -1,7 +1,8 @@
 """`POST /webhooks/{source}`: a pipeline asks for permission to deploy.
 
-Thin: the adapter verifies and parses, `open_request` routes and records, this maps the
-outcome to HTTP. Input never produces a 500: every refusal has its status and a JSON reason.
+Thin: the adapter verifies and parses (and, when it must ask its provider who the requester is,
+resolves them), `open_request` routes and records, this maps the outcome to HTTP. Input never
+produces a 500: every refusal has its status and a JSON reason.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bot.pipelines.base import (
     InboundUpdate,
     InvalidPayload,
     PipelineAdapter,
+    ResolvesRequester,
     SignatureError,
 )
 from bot.services.errors import ServiceError
@@ -61,6 +63,8 @@ def register(
         try:
             if isinstance(inbound, InboundUpdate):
                 return _applied(await _apply(apply_update, inbound))
+            if isinstance(adapter, ResolvesRequester):
+                inbound = await adapter.resolve_requester(inbound)
             opened = await open_request(inbound)
         except ServiceError as exc:
             return json_error(exc.status, exc.message, **exc.details)

@@ -12,7 +12,14 @@ from enum import StrEnum
 
 from bot.domain.ballot import Ballot
 from bot.domain.model import ApprovalRequest, Delegation, RequestState, Vote, VoteKind
-from bot.domain.quorum import assigned_rule, eligible_rules, is_eligible, tally, would_help
+from bot.domain.quorum import (
+    assigned_rule,
+    eligible_rules,
+    for_clicker,
+    is_eligible,
+    tally,
+    would_help,
+)
 
 
 class RefusalCode(StrEnum):
@@ -23,6 +30,8 @@ class RefusalCode(StrEnum):
     REQUESTER = "requester"
     FROZEN = "frozen"
     NOT_NEEDED = "not_needed"
+    CHECKING_REQUESTER = "checking_requester"  # not monotone: never answered from a cache
+    UNVERIFIED = "unverified"  # Slack does not vouch for the person, or the click's origin
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +67,14 @@ def check_vote(
        anyway, "you are not an approver" is the truer answer.
     5. REQUESTER — permanent for this request, so it comes before the freeze: telling the requester
        to wait for the freeze to end would mislead them.
-    6. FROZEN — temporary and request-wide; only approvals are paused, rejections still count.
-    7. NOT_NEEDED — depends on everyone else's votes, the most volatile fact, so it comes last.
+    6. CHECKING_REQUESTER — Quorum could not yet ask Slack who requested it: no approval counts
+       until it knows (separation of duties fails closed); rejections still count.
+    7. FROZEN — temporary and request-wide; only approvals are paused, rejections still count.
+    8. NOT_NEEDED — depends on everyone else's votes, the most volatile fact, so it comes last.
+
+    An exclusion (`Rule.excluded`, e.g. whoever broke glass) binds the person clicking as well as
+    the person they vote for: a delegate who broke glass cannot fill the extra rule as someone
+    else.
 
     `voter` is the person whose eligibility counts; `actor` the person who clicked, when they vote
     on behalf of `voter` under a delegation. A person counts once per request, as themselves or as a
@@ -84,6 +99,14 @@ def check_vote(
 
     if not is_eligible(request.rules, eligible, voter):
         return Refusal(RefusalCode.NOT_ELIGIBLE, _not_eligible_message(request, voter, on_behalf))
+    rules = for_clicker(request.rules, voter, clicker) if on_behalf else request.rules
+    if on_behalf and not is_eligible(rules, eligible, voter):
+        barred = [r.name for r in request.rules if clicker in r.excluded]
+        return Refusal(
+            RefusalCode.NOT_ELIGIBLE,
+            f"You broke glass on this request, so {', '.join(barred)} must come from someone "
+            f"else, not even from you on behalf of <@{voter}>.",
+        )
 
     requester = request.requester.slack_user
     if requester is not None:
@@ -96,6 +119,13 @@ def check_vote(
         if kind is VoteKind.APPROVE and not request.self_approval and voter == requester:
             return Refusal(RefusalCode.REQUESTER, _requester_message(request, voter, on_behalf))
 
+    if kind is VoteKind.APPROVE and request.requester.checking:
+        return Refusal(
+            RefusalCode.CHECKING_REQUESTER,
+            "Quorum is still checking with Slack who requested this deployment, so no approval "
+            "can count yet (the requester may not approve their own change). Try again shortly.",
+        )
+
     if kind is VoteKind.APPROVE and frozen_reason is not None:
         why = f": {_sentence(frozen_reason)}" if frozen_reason.strip() else ""
         return Refusal(
@@ -104,7 +134,7 @@ def check_vote(
             "Approvals are paused until the freeze ends.",
         )
 
-    if kind is VoteKind.APPROVE and not would_help(request.rules, eligible, votes, voter):
+    if kind is VoteKind.APPROVE and not would_help(rules, eligible, votes, voter):
         return Refusal(RefusalCode.NOT_NEEDED, _not_needed_message(request, votes, eligible, voter))
 
     return None

@@ -30,6 +30,8 @@ _MAX_ERROR_CHARS = 500
 class EventKind(StrEnum):
     REQUEST_OPENED = "request.opened"
     VOTE_RECORDED = "vote.recorded"
+    VOTE_NOT_COUNTED = "vote.not_counted"
+    REQUESTER_RESOLVED = "requester.resolved"
     REQUEST_APPROVED = "request.approved"
     REQUEST_REJECTED = "request.rejected"
     REQUEST_EXPIRED = "request.expired"
@@ -68,7 +70,7 @@ def _rule(rule: Rule) -> dict[str, Any]:
         "team": rule.team,
         "approvals": rule.approvals,
         "origin": rule.origin,
-    }
+    } | ({"widened_by": list(rule.widened_by)} if rule.widened_by else {})
 
 
 def _error(text: str | None) -> str | None:
@@ -257,6 +259,30 @@ def breakglass_invoked(
     )
 
 
+def vote_not_counted(request_id: str, voter: str, why: str, now: datetime) -> Event:
+    """A recorded vote that no longer counts when the request would be decided (the voter left
+    the team, or Slack no longer vouches for them)."""
+    return Event(
+        kind=EventKind.VOTE_NOT_COUNTED,
+        at=now,
+        request_id=request_id,
+        actor=voter,
+        data={"voter": voter, "why": why},
+    )
+
+
+def requester_resolved(
+    request_id: str, slack_user: str | None, outcome: str, now: datetime
+) -> Event:
+    """The requester's Slack identity was settled after intake (`outcome`: mapped | unmapped)."""
+    return Event(
+        kind=EventKind.REQUESTER_RESOLVED,
+        at=now,
+        request_id=request_id,
+        data={"slack_user": slack_user, "outcome": outcome},
+    )
+
+
 def review_recorded(request_id: str, actor: str, summary: str, now: datetime) -> Event:
     return Event(
         kind=EventKind.REVIEW_RECORDED,
@@ -267,12 +293,15 @@ def review_recorded(request_id: str, actor: str, summary: str, now: datetime) ->
     )
 
 
-def escalation_fired(request_id: str, level: int, team: str, now: datetime) -> Event:
+def escalation_fired(
+    request_id: str, level: int, team: str, now: datetime, rules: Sequence[str] = ()
+) -> Event:
+    """`rules`: the rules `team` may also fill from now on (none: it is only notified)."""
     return Event(
         kind=EventKind.ESCALATION_FIRED,
         at=now,
         request_id=request_id,
-        data={"level": level, "team": team},
+        data={"level": level, "team": team, "rules": list(rules)},
     )
 
 

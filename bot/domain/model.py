@@ -65,14 +65,24 @@ class Rule:
     name: str
     team: str
     approvals: int
-    origin: str = "environment"  # environment | risk:<tier> | break-glass | escalation
+    origin: str = "environment"  # environment | risk:<tier> | break-glass | unmapped-requester
     # People who may not fill this rule although they are in its team (whoever broke glass may
-    # not also give the second approval that break-glass demands).
+    # not also give the second approval that break-glass demands). Binds widened members too.
     excluded: tuple[str, ...] = ()
+    # Teams whose members may also fill this rule: the SLA escalation steps that fired and name
+    # it (`for_rules`, by default the `from: owner` rules). Stored with the request, so the card,
+    # the status API and the vote path read the same answer (bot/domain/sla.py `widen`).
+    widened_by: tuple[str, ...] = ()
 
     def admits(self, user: str, eligible: Mapping[str, frozenset[str]]) -> bool:
         """Whether `user` may fill this rule, given each team's members."""
-        return user in eligible.get(self.team, _NOBODY) and user not in self.excluded
+        if user in self.excluded:
+            return False
+        if user in eligible.get(self.team, _NOBODY):
+            return True
+        return bool(self.widened_by) and any(
+            user in eligible.get(team, _NOBODY) for team in self.widened_by
+        )
 
 
 @dataclass(frozen=True, slots=True)

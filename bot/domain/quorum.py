@@ -6,7 +6,7 @@ The approval state is computed from the recorded votes every time, never stored 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from bot.domain.ballot import AssignmentMemo, Ballot
@@ -51,9 +51,37 @@ class Tally:
 
 
 def _members(rule: Rule, eligible: Mapping[str, frozenset[str]]) -> frozenset[str]:
-    """Who may fill `rule` (no copy of the team in the usual case of nobody excluded)."""
+    """Who may fill `rule`: its team and the teams an escalation widened it by, less whoever it
+    excludes (no copy of the team in the usual case of neither)."""
     team = eligible.get(rule.team, frozenset())
+    if rule.widened_by:
+        team = team.union(*(eligible.get(other, frozenset()) for other in rule.widened_by))
     return team.difference(rule.excluded) if rule.excluded else team
+
+
+def for_clicker(rules: Sequence[Rule], voter: str, clicker: str) -> Sequence[Rule]:
+    """`rules` with `voter` also excluded from every rule that excludes `clicker`: an exclusion
+    binds the person who clicks as well as the person they vote for. The same object when no
+    rule excludes the clicker (the common case keeps the tally's memo)."""
+    if clicker == voter or not any(clicker in rule.excluded for rule in rules):
+        return rules
+    return tuple(
+        replace(rule, excluded=(*rule.excluded, voter))
+        if clicker in rule.excluded and voter not in rule.excluded
+        else rule
+        for rule in rules
+    )
+
+
+def _with_clickers(rules: Sequence[Rule], ballot: Ballot) -> Sequence[Rule]:
+    """The rules as they bind the recorded votes: each delegated vote's voter is excluded where
+    the person who clicked is (a person has one vote per request, so this is exact)."""
+    if not any(rule.excluded for rule in rules):
+        return rules
+    for vote in ballot:
+        if vote.actor is not None and vote.actor != vote.voter:
+            rules = for_clicker(rules, vote.voter, vote.actor)
+    return rules
 
 
 def eligible_rules(
@@ -169,6 +197,7 @@ def tally(
     a request can exist.
     """
     ballot = Ballot.of(votes)
+    rules = _with_clickers(rules, ballot)
     progress = _assignment(rules, eligible, ballot)
     outcome: RequestState | None = None
     if _is_rejected(rules, eligible, ballot.rejecters(), reject_mode):
@@ -210,6 +239,7 @@ def would_help(
     ballot = Ballot.of(votes)
     if ballot.has_approved(voter):
         return False
+    rules = _with_clickers(rules, ballot)
     mine = [i for i, rule in enumerate(rules) if rule.admits(voter, eligible)]
     if not mine:
         return False
@@ -232,10 +262,11 @@ def assigned_rule(
     None when the approval would not be assigned to any rule. Later approvals may move it; the
     tally is always recomputed from the votes, so this is a record of intent, not of state.
     """
-    approvers = Ballot.of(votes).approvers
+    ballot = Ballot.of(votes)
+    approvers = ballot.approvers
     if voter not in approvers:
         approvers.append(voter)
-    for progress in assign(rules, eligible, approvers):
+    for progress in assign(_with_clickers(rules, ballot), eligible, approvers):
         if voter in progress.approvers:
             return progress.rule.name
     return None

@@ -5,10 +5,13 @@ Pure: deadlines are computed from the spec, when the SLA clock started and what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
+
+from bot.domain.model import Rule
 
 # Reminders repeat every `remind_after` of SLA time, but never more than this many times per
 # request and never at or after expiry: an approver reminded three times has been told.
@@ -46,8 +49,50 @@ class BusinessHours:
 
 @dataclass(frozen=True, slots=True)
 class EscalationStep:
+    """One rung of the ladder: after `after` of SLA time `team` is notified, and may from then on
+    also fill the rules the step widens (`widens`)."""
+
     after: timedelta
     team: str
+    # The rules named in the policy's `for_rules`, whatever added them (a risk tier, break-glass);
+    # None when the step names none: then the environment's own `from: owner` rules, listed in
+    # `owner_rules`, and never a specialist sign-off added by a risk tier or break-glass.
+    for_rules: tuple[str, ...] | None = None
+    owner_rules: tuple[str, ...] = ()
+
+    def widens(self, rule: Rule) -> bool:
+        """Whether members of `team` may also fill `rule` once this step has fired."""
+        if self.for_rules is not None:
+            return rule.name in self.for_rules
+        return rule.origin == "environment" and rule.name in self.owner_rules
+
+
+def widened_names(rules: Sequence[Rule], step: EscalationStep) -> tuple[str, ...]:
+    """Names of the rules of `rules` that `step` lets its team fill in addition to their own
+    team (a rule of the step's own team gains nothing), in rule order."""
+    return tuple(rule.name for rule in rules if step.widens(rule) and step.team != rule.team)
+
+
+def widen(rules: Sequence[Rule], step: EscalationStep) -> tuple[Rule, ...]:
+    """`rules` once `step` has fired: each rule it widens gets the step's team in `widened_by`
+    (its own team, or a team already there, is not added twice). The others are unchanged."""
+    return tuple(
+        replace(rule, widened_by=(*rule.widened_by, step.team))
+        if step.widens(rule) and step.team != rule.team and step.team not in rule.widened_by
+        else rule
+        for rule in rules
+    )
+
+
+def widen_reached(
+    rules: Sequence[Rule], steps: Sequence[EscalationStep], level: int
+) -> tuple[Rule, ...]:
+    """`rules` widened by every step up to escalation `level` (for rules added to a request
+    after some steps fired, e.g. by break-glass)."""
+    widened = tuple(rules)
+    for step in steps[: max(level, 0)]:
+        widened = widen(widened, step)
+    return widened
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,11 +271,14 @@ def next_timer_text(
     now: datetime,
     *,
     relative: bool = True,
+    rules: Sequence[Rule] | None = None,
 ) -> str | None:
     """The next timer in words: "escalates to sre in 42 min", "expires at 14:30 UTC",
     "auto-approves at 14:30 UTC unless someone rejects" (a pending auto-approval is always
     announced: it is the veto window). `relative=False` says "escalates to sre at 15:12 UTC",
-    for a card that is not re-rendered every minute."""
+    for a card that is not re-rendered every minute. Given the request's `rules`, an escalation
+    also says what the team may then approve: "escalates to sre in 42 min, who may then also
+    approve owner-review" (or "(notified only)")."""
     step = next_notable_step(spec, sla_started_at, reminders_sent, escalation_level, now)
     if spec is None or step is None:
         return None
@@ -240,7 +288,13 @@ def next_timer_text(
         when = (
             f"in {_until(step.due_at - now)}" if relative else f"at {_at(step.due_at, now, zone)}"
         )
-        parts.append(f"escalates to {step.team} {when}")
+        text = f"escalates to {step.team} {when}"
+        if rules is not None:
+            names = widened_names(rules, spec.escalate[step.level - 1])
+            text += (
+                f", who may then also approve {', '.join(names)}" if names else " (notified only)"
+            )
+        parts.append(text)
     elif step.kind is StepKind.EXPIRE:
         parts.append(f"expires at {_at(step.due_at, now, zone)}")
     if spec.on_expire is ExpireAction.APPROVE and spec.expire_after is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.domain.model import Delivery, RequestDetails, Requester, Risk
 from bot.ports import DeliveryResult
@@ -19,6 +19,7 @@ __all__ = [
     "InboundUpdate",
     "InvalidPayload",
     "PipelineAdapter",
+    "ResolvesRequester",
     "SignatureError",
     "iso_utc",
 ]
@@ -125,6 +126,18 @@ class PipelineAdapter(Protocol):
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
         """One delivery attempt. Never raises for a network or HTTP failure: the result says
         whether it worked and whether a retry could help."""
+        ...
+
+
+@runtime_checkable
+class ResolvesRequester(Protocol):
+    """An adapter whose webhook does not name the human requester by itself (GitHub: the
+    deployment's creator may be `github-actions[bot]`): asked once more, after `parse`, before
+    the request opens."""
+
+    async def resolve_requester(self, inbound: InboundRequest) -> InboundRequest:
+        """The request with its requester as the provider knows them. Bounded in time, and never
+        raises for a network or HTTP failure: the requester `parse` set then stands."""
         ...
 
 

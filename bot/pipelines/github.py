@@ -1,15 +1,21 @@
 """The GitHub adapter: a GitHub App's custom deployment protection rule (`POST /webhooks/github`),
 answered by reviewing the deployment through its `deployment_callback_url`, with status reports
-on the same endpoint while the request is pending."""
+on the same endpoint while the request is pending. The requester is the human who triggered the
+workflow run, read from GitHub's API before the request opens (`resolve_requester`)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,7 +43,17 @@ from bot.pipelines.outbound import Reply, failure, send
 from bot.ports import DeliveryResult
 from bot.settings import Settings
 
-__all__ = ["COMMENT_LIMIT", "PROGRESS_BUDGET", "GitHubAdapter", "ProtectionRuleBody"]
+__all__ = [
+    "COMMENT_LIMIT",
+    "LOOKUP_TIMEOUT",
+    "PROGRESS_BUDGET",
+    "GitHubAdapter",
+    "ProtectionRuleBody",
+    "RunRef",
+    "run_of",
+]
+
+log = logging.getLogger(__name__)
 
 SOURCE: Final = "github"
 EVENT: Final = "deployment_protection_rule"
@@ -47,6 +63,10 @@ COMMENT_LIMIT: Final = 1024  # GitHub's limit on a status report's comment
 PROGRESS_BUDGET: Final = 9
 _MAX_LINKS: Final = 10
 _TIMEOUT = aiohttp.ClientTimeout(total=10.0)
+# The run lookup happens while GitHub waits for the webhook's answer (10 s at most), so it is
+# bounded as a whole, installation token included; past it the delivery's fallback stands.
+LOOKUP_TIMEOUT: Final = 4.0
+_MAX_RUN_BYTES: Final = 1 << 20  # a run is ~10 KB; anything far larger is not one
 
 
 # --- Inbound body (only what Quorum reads; GitHub sends much more) ------------------------------
@@ -58,6 +78,16 @@ class _Body(BaseModel):
 
 class _User(_Body):
     login: Annotated[str, Field(min_length=1, max_length=100)]
+    type: Annotated[str, Field(max_length=50)] | None = None  # User | Bot | Organization
+
+
+class _Run(_Body):
+    """`GET /repos/{owner}/{repo}/actions/runs/{run_id}`: who started the run. `actor` started its
+    first attempt; `triggering_actor` started this one (a re-run may be someone else)."""
+
+    id: int
+    actor: _User | None = None
+    triggering_actor: _User | None = None
 
 
 class _Deployment(_Body):
@@ -238,6 +268,7 @@ class GitHubAdapter:
         sha = model.sha or (deployment.sha if deployment else None)
         ref = model.ref or (deployment.ref if deployment else None)
         creator = deployment.creator if deployment and deployment.creator else model.sender
+        run = run_of(model.deployment_callback_url, self._auth.api_url, model.repository.full_name)
         links = [
             Link(text=f"#{pr.number} {pr.title or ''}".strip(), url=pr.html_url)
             for pr in model.pull_requests[:_MAX_LINKS]
@@ -251,7 +282,8 @@ class GitHubAdapter:
             repository=repo.full_name,
             environment=model.environment,
             risk=None,
-            requester=Requester(github=creator.login if creator else None),
+            # Until `resolve_requester` reads the run: what stands if GitHub cannot be asked.
+            requester=_fallback_requester(creator, run),
             details=RequestDetails(
                 version=ref,
                 sha=sha,
@@ -274,6 +306,78 @@ class GitHubAdapter:
     def _on_api(self, url: str) -> bool:
         base = self._auth.api_url + "/"
         return url.startswith(base)
+
+    # --- the requester --------------------------------------------------------------------
+
+    async def resolve_requester(self, inbound: InboundRequest) -> InboundRequest:
+        """The request with its requester set to who triggered the workflow run (its
+        `triggering_actor`, else its `actor`), read with the installation token from
+        GITHUB_API_URL only. A bot stays displayable but maps to nobody. When the run cannot be
+        read (or names nobody), the requester `parse` set stands: the deployment's creator if a
+        human, else unknown. Never raises for a network or HTTP failure; at most LOOKUP_TIMEOUT."""
+        target = inbound.callback.get("github")
+        if inbound.source != SOURCE or not isinstance(target, Mapping):
+            return inbound
+        url, installation = target.get("callback_url"), target.get("installation_id")
+        if not isinstance(url, str) or not isinstance(installation, int):
+            return inbound
+        run = run_of(url, self._auth.api_url, inbound.repository or "")
+        if run is None:
+            # Not a run of this repository on GitHub's API: nothing to ask, nobody to trust.
+            return replace(inbound, requester=Requester())
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT):
+                actor, problem = await self._run_actor(run, installation)
+        except TimeoutError:
+            actor, problem = None, f"timed out after {LOOKUP_TIMEOUT:g} s"
+        if actor is None:
+            log.warning(
+                "workflow run %s of %s not read (%s); requester: %s",
+                run.run_id,
+                run.repository,
+                problem or "it names no actor",
+                inbound.requester.github or "unknown",
+            )
+            return inbound
+        return replace(inbound, requester=_requester_of(actor))
+
+    async def _run_actor(self, run: RunRef, installation: int) -> tuple[_User | None, str]:
+        """Who triggered the run, or None and why not."""
+        try:
+            token = await self._auth.installation_token(installation)
+        except GitHubAuthError as exc:
+            return None, exc.detail
+        url = f"{self._auth.api_url}/repos/{run.repository}/actions/runs/{run.run_id}"
+        body = bytearray()
+        try:
+            async with self._http().get(
+                url,
+                headers=github_headers(token, self._user_agent),
+                timeout=aiohttp.ClientTimeout(total=LOOKUP_TIMEOUT),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                if status == 200:
+                    async for chunk in response.content.iter_chunked(64 * 1024):
+                        body += chunk
+                        if len(body) > _MAX_RUN_BYTES:
+                            return None, "response too large"
+        except TimeoutError:
+            return None, f"timed out after {LOOKUP_TIMEOUT:g} s"
+        except aiohttp.ClientError as exc:
+            # The exception text may quote the URL: name the kind only.
+            return None, f"network error: {type(exc).__name__}"
+        if status == 401:
+            self._auth.forget(installation)  # a cached token GitHub no longer accepts
+        if status != 200:
+            return None, f"HTTP {status}"
+        try:
+            found = _Run.model_validate_json(bytes(body))
+        except ValidationError:
+            return None, "not a workflow run"
+        if found.id != run.run_id:
+            return None, f"GitHub answered with run {found.id}"
+        return found.triggering_actor or found.actor, ""
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -339,6 +443,81 @@ class GitHubAdapter:
             self._auth.forget(installation)
             return DeliveryResult(ok=False, detail="HTTP 401: installation token refused")
         return failure(reply)
+
+
+# --- Who requested it ---------------------------------------------------------------------------
+
+# `{api}/repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule` (GitHub's docs for
+# the deployment_protection_rule event). Names are GitHub's characters only, never `.`/`..`.
+_NAME = r"[A-Za-z0-9._-]{1,100}"
+_CALLBACK_PATH = re.compile(
+    rf"repos/({_NAME})/({_NAME})/actions/runs/([0-9]{{1,19}})/deployment_protection_rule"
+)
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """The workflow run a protection-rule delivery is for."""
+
+    repository: str  # owner/name as the callback URL spells it
+    run_id: int
+
+
+def run_of(callback_url: str, api_url: str, repository: str) -> RunRef | None:
+    """The run named by `deployment_callback_url`, only when that URL is on `api_url` (same scheme,
+    host, port and path prefix, no credentials, query or fragment) and names `repository`, the
+    delivery's own; None otherwise, so that no lookup ever goes where a payload says."""
+    try:
+        url, api = urlsplit(callback_url), urlsplit(api_url.rstrip("/"))
+        url_port = url.port or _DEFAULT_PORTS.get(url.scheme.lower())
+        api_port = api.port or _DEFAULT_PORTS.get(api.scheme.lower())
+    except ValueError:  # a malformed port
+        return None
+    if (
+        url.scheme.lower() != api.scheme.lower()
+        or url.hostname is None
+        or url.hostname != api.hostname
+        or url_port != api_port
+        or url.username is not None
+        or url.password is not None
+        or url.query
+        or url.fragment
+    ):
+        return None
+    prefix = api.path + "/"
+    if not url.path.startswith(prefix):
+        return None
+    match = _CALLBACK_PATH.fullmatch(url.path[len(prefix) :])
+    if match is None:
+        return None
+    owner, name, run_id = match.groups()
+    if {owner, name} & {".", ".."} or f"{owner}/{name}".lower() != repository.lower():
+        return None
+    return RunRef(repository=f"{owner}/{name}", run_id=int(run_id))
+
+
+def _is_bot(user: _User) -> bool:
+    return user.login.lower().endswith("[bot]") or (user.type or "").lower() == "bot"
+
+
+def _requester_of(user: _User) -> Requester:
+    """A human's login, mapped through `identities.github`; a bot's keeps (or gets) the `[bot]`
+    suffix GitHub gives App accounts, which `identities.github` never maps to anyone."""
+    if not _is_bot(user):
+        return Requester(github=user.login)
+    login = user.login if user.login.lower().endswith("[bot]") else f"{user.login}[bot]"
+    return Requester(github=login)
+
+
+def _fallback_requester(creator: _User | None, run: RunRef | None) -> Requester:
+    """The requester when the run cannot be read: the deployment's creator if a human (usually
+    who triggered the run), else unknown: a `github-actions[bot]` that created the deployment is
+    not who asked for it, and a callback URL that names no run of this repository is not trusted
+    to say who did."""
+    if run is None or creator is None or _is_bot(creator):
+        return Requester()
+    return Requester(github=creator.login)
 
 
 def _target(request: ApprovalRequest) -> dict[str, Any]:

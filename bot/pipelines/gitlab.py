@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -113,6 +114,44 @@ def parse_body(body: bytes) -> DeploymentEvent:
 
 def _http(url: str | None) -> str | None:
     return url if url and url.startswith(("http://", "https://")) else None
+
+
+# Accounts GitLab creates for automation, by their generated usernames: project and group access
+# tokens' bot users (`project_{id}_bot_{random}`, `group_{id}_bot_{random}`; older versions
+# `project_{id}_bot` and `project_{id}_bot{n}`) and service accounts (`service_account_…`).
+# GitLab: administration/internal_users.md, user/profile/service_accounts.md.
+_BOT_USERNAME = re.compile(
+    r"(?:project|group)_\d+_bot\w*|service_account_\w+", re.IGNORECASE | re.ASCII
+)
+# Their generated addresses: `project{id}_bot…@noreply.{host}` (and the `_`-separated forms).
+_BOT_EMAIL = re.compile(
+    r"(?:project|group)_?\d+_bot\w*@noreply\..+|service_account_\w+@noreply\..+",
+    re.IGNORECASE | re.ASCII,
+)
+
+
+def _is_bot(user: _User) -> bool:
+    """A project/group access token's bot user or a service account, as GitLab names them: no
+    person, so nobody a request can be attributed to (a service account given a chosen username
+    is not recognised; keep such names out of `identities.gitlab`)."""
+    return bool(
+        (user.username and _BOT_USERNAME.fullmatch(user.username))
+        or (user.email and _BOT_EMAIL.fullmatch(user.email))
+    )
+
+
+def _email(value: str | None) -> str | None:
+    # GitLab sends "[REDACTED]" instead of an address the user has not made public.
+    return value if value and "@" in value and " " not in value else None
+
+
+def _requester_of(user: _User | None) -> Requester:
+    """The requester: the GitLab username (mapped through `identities.gitlab`) and the email
+    (`identities.email` / Slack lookup). A bot user is nobody: no field that could map is set,
+    and the card's description names the account instead."""
+    if user is None or _is_bot(user):
+        return Requester()
+    return Requester(gitlab=user.username or None, email=_email(user.email))
 
 
 def _actor(user: _User | None) -> str | None:
@@ -266,6 +305,9 @@ class GitLabAdapter:
             links.append(Link(text=f"Commit {event.short_sha or ''}".strip(), url=url))
         user = event.user or _User()
         project = event.project.path_with_namespace
+        by = _actor(user)
+        if by and _is_bot(user):
+            by += ", a GitLab bot user: the person behind it is unknown"
         return InboundRequest(
             source=SOURCE,
             delivery_id=delivery_id,
@@ -273,13 +315,13 @@ class GitLabAdapter:
             repository=project,
             environment=event.environment,
             risk=None,
-            requester=Requester(email=user.email or None),
+            requester=_requester_of(event.user),
             details=RequestDetails(
                 sha=event.short_sha,
                 title=event.commit_title,
                 description=(
                     f"GitLab deployment #{event.deployment_id} of `{project}` waits for approval"
-                    + (f" (requested by {_actor(user)})." if _actor(user) else ".")
+                    + (f" (requested by {by})." if by else ".")
                 ),
                 links=tuple(links),
                 event="deployment",

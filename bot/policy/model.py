@@ -14,7 +14,9 @@ from pydantic import (
     model_validator,
 )
 
+from bot.domain.delegation_rules import DEFAULT_MAX_PERIOD, DelegationRules
 from bot.domain.model import RejectMode, Risk
+from bot.domain.sla import EscalationStep as LadderStep
 from bot.policy.types import (
     OWNER,
     WEEKDAYS,
@@ -74,6 +76,20 @@ class RulePolicy(_Model):
 class EscalationStep(_Model):
     after: Duration
     to: Name
+    # The rules whose approvals `to` may also give once the step fires. None (absent): the
+    # environment's `from: owner` rules; [] notifies only. Risk-tier and break-glass rules are
+    # widened only when named here.
+    for_rules: tuple[Name, ...] | None = None
+
+    def ladder_step(self, env: EnvironmentPolicy) -> LadderStep:
+        """This step of `env`'s ladder for the domain (bot/domain/sla.py), which decides which
+        rules of a request it widens."""
+        return LadderStep(
+            after=self.after,
+            team=self.to,
+            for_rules=self.for_rules,
+            owner_rules=tuple(rule.name for rule in env.rules if rule.from_owner),
+        )
 
 
 class BusinessHours(_Model):
@@ -142,6 +158,22 @@ class BreakGlassPolicy(_Model):
     review_within: Duration | None = None
 
 
+class DelegationPolicy(_Model):
+    """Who may receive a delegation (`/approvals delegate`), for how long, and where it counts.
+    Applied again to stored delegations on every vote, so a stricter policy governs old ones."""
+
+    to: Name | None = None  # None: a delegate must share a team with the delegator
+    # The schema shows the default as written in the file (pydantic would write ISO 8601).
+    max_period: Duration = Field(DEFAULT_MAX_PERIOD, json_schema_extra={"default": "14d"})
+    not_honoured_in: tuple[Name, ...] = ()  # environments where delegations never count
+
+    @property
+    def rules(self) -> DelegationRules:
+        return DelegationRules(
+            max_period=self.max_period, to=self.to, not_honoured_in=self.not_honoured_in
+        )
+
+
 class GitLabPolicy(_Model):
     """GitLab specifics (docs/pipelines/gitlab.md): the group or role the bot's approval
     represents in GitLab, per Quorum rule name, when the bot belongs to several approval rules."""
@@ -194,6 +226,7 @@ class Policy(_Model):
     break_glass: BreakGlassPolicy | None = None
     identities: IdentitiesPolicy = Field(default_factory=IdentitiesPolicy)
     gitlab: GitLabPolicy = Field(default_factory=GitLabPolicy)
+    delegation: DelegationPolicy = Field(default_factory=DelegationPolicy)
 
     @model_validator(mode="before")
     @classmethod

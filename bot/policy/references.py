@@ -67,6 +67,15 @@ class _References:
             self._team_ref(("break_glass", "allowed"), glass.get("allowed"))
             self._extra_rules(("break_glass", "extra_rules"), glass.get("extra_rules"))
         self._freezes()
+        delegation = self.data.get("delegation")
+        if isinstance(delegation, Mapping):
+            self._team_ref(("delegation", "to"), delegation.get("to"))
+            self._names_exist(
+                ("delegation", "not_honoured_in"),
+                delegation.get("not_honoured_in"),
+                self.envs,
+                "environment",
+            )
         return self.problems
 
     def _teams(self) -> None:
@@ -175,6 +184,7 @@ class _References:
             if not isinstance(step, Mapping):
                 continue
             self._team_ref((*loc, "escalate", i, "to"), step.get("to"))
+            self._for_rules((*loc, "escalate", i, "for_rules"), step.get("for_rules"), env)
             after = _try_duration(step.get("after"))
             if after is None:
                 continue
@@ -201,6 +211,24 @@ class _References:
                 )
             if sla.get("expire_after") is None:
                 self.add((*loc, "on_expire"), "approve needs expire_after")
+
+    def _for_rules(self, loc: Loc, names: Any, env: Mapping[str, Any]) -> None:
+        """Each rule an escalation step names must be one a request of this environment can
+        have: the environment's own, a risk tier's or break-glass's extra rules."""
+        if not isinstance(names, list):
+            return
+        known = _rule_names(env.get("rules"))
+        risk = self.data.get("risk")
+        for body in (risk if isinstance(risk, Mapping) else {}).values():
+            if isinstance(body, Mapping):
+                known |= _rule_names(body.get("extra_rules"))
+        glass = self.data.get("break_glass")
+        if isinstance(glass, Mapping):
+            known |= _rule_names(glass.get("extra_rules"))
+        for j, name in enumerate(names):
+            if isinstance(name, str) and name not in known:
+                listed = ", ".join(sorted(known)) or "none"
+                self.add((*loc, j), f"unknown rule {name!r} (known: {listed})")
 
     def _freezes(self) -> None:
         freezes = self.data.get("freezes")
@@ -232,3 +260,14 @@ class _References:
             if isinstance(value, str) and value not in known:
                 listed = ", ".join(sorted(map(str, known))) or "none"
                 self.add((*loc, j), f"unknown {what} {value!r} (known: {listed})")
+
+
+def _rule_names(rules: Any) -> set[str]:
+    """The names of a raw list of rules (entries of the wrong shape are skipped)."""
+    if not isinstance(rules, list):
+        return set()
+    return {
+        rule["name"]
+        for rule in rules
+        if isinstance(rule, Mapping) and isinstance(rule.get("name"), str)
+    }

@@ -158,6 +158,7 @@ async def _show_card(
             await uow.events.append(events.card_posted(request.id, posted.channel, posted.ts, now))
             await on_card_posted(deps, uow, request, current, posted.channel, posted.ts, now)
             await uow.commit()
+        deps.card_posted(request.id, posted.channel, posted.ts)
     return posted
 
 

@@ -21,6 +21,7 @@ from bot.services.freezes import is_release_manager, policy_zone, require_releas
 from bot.services.ids import new_id
 from bot.services.jobs import Job
 from bot.services.teams import request_team_members, team_members
+from bot.services.timers import with_reached_escalations
 
 # Review reminders go out once per period until the review is recorded.
 REMINDER_PERIOD = timedelta(days=1)
@@ -85,6 +86,9 @@ async def break_glass(
             for r in extra_rules(deps.policy, request, broken_by=actor)
             if r.name not in {existing.name for existing in request.rules}
         )
+        # An escalation that already fired and names a break-glass rule (`for_rules`) widens it
+        # as it would have, had the rule been there; unnamed ones stay the specialists' own.
+        added = with_reached_escalations(deps.policy, request, added)
         request.rules = (*request.rules, *added)
         request.break_glass = True
         if request.frozen_until is not None:
@@ -148,6 +152,21 @@ async def record_review(
             )
         if request.reviewed_at is not None:
             raise DomainError(f"The review of {request_id} was already recorded.")
+        breakers = {
+            e.actor
+            for e in await uow.events.list_for(request_id)
+            if e.kind == events.EventKind.BREAKGLASS_INVOKED
+        }
+        if actor in breakers:
+            raise DomainError(
+                f"You broke glass on {request_id}, so its post-incident review must be recorded "
+                "by another release manager."
+            )
+        if not breakers:  # the trail must say who broke glass; without it nobody can be ruled out
+            raise DomainError(
+                f"The audit trail of {request_id} does not say who broke glass, so Quorum cannot "
+                "tell whether you may review it; ask an administrator to check the trail."
+            )
         request.reviewed_at = now
         await uow.requests.save(request)
         await uow.events.append(events.review_recorded(request_id, actor, summary.strip(), now))

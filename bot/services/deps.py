@@ -36,4 +36,7 @@ class Deps:
     jitter: Callable[[], float] = random.random
     # Nudges a background job ("announce", "deliveries", …) to run now, not at its next sweep.
     wake: Callable[[str], None] = lambda _job: None
+    # Told where a request's card was just posted (request id, channel, ts), once it is stored:
+    # the vote path binds clicks to the card without reading it.
+    card_posted: Callable[[str, str, str], None] = lambda _rid, _channel, _ts: None
     pacing: SlackPacing = field(default_factory=SlackPacing)

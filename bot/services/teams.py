@@ -22,14 +22,16 @@ def _static_members(policy: Policy, name: str) -> frozenset[str]:
     return cached[1]
 
 
-async def _usergroups(deps: Deps, names: Iterable[str]) -> dict[str, frozenset[str]]:
+async def _usergroups(
+    deps: Deps, names: Iterable[str], *, fresh: bool = False
+) -> dict[str, frozenset[str]]:
     """The current members of the user group of each named team that has one (the Directory
-    caches them for a few minutes)."""
+    caches them for a few minutes; `fresh` asks Slack now)."""
     groups: dict[str, frozenset[str]] = {}
     for name in names:
         team = deps.policy.team(name)
         if team is not None and team.usergroup:
-            groups[name] = await deps.directory.usergroup_members(team.usergroup)
+            groups[name] = await deps.directory.usergroup_members(team.usergroup, fresh=fresh)
     return groups
 
 
@@ -53,48 +55,33 @@ async def team_members(deps: Deps, teams: Iterable[str]) -> Mapping[str, frozens
     return _members(deps.policy, names, await _usergroups(deps, names))
 
 
-def escalated_teams(policy: Policy, request: ApprovalRequest) -> tuple[str, ...]:
-    """The teams the SLA ladder has escalated `request` to (read from the current policy)."""
-    if request.escalation_level <= 0:
-        return ()
-    env = policy.environment(request.environment)
-    if env is None or env.sla is None:
-        return ()
-    return tuple(step.to for step in env.sla.escalate[: request.escalation_level])
-
-
-def with_escalations(
-    members: Mapping[str, frozenset[str]], rule_teams: Iterable[str], escalated: Iterable[str]
-) -> Mapping[str, frozenset[str]]:
-    """Members per rule team, each widened by every escalated team's members: an escalated team
-    (a backup approver, a CAB) may fill any rule in addition to the original approvers."""
-    extra = frozenset().union(*(members.get(team, frozenset()) for team in escalated))
-    if not extra:
-        return members
-    return {team: members.get(team, frozenset()) | extra for team in rule_teams}
-
-
-# The last answer per (policy, rule teams, escalations), with the user-group member sets it was
-# built from: while the policy and those sets (the Directory's cached objects) are unchanged, the
-# same mapping object is returned, so the vote checks can reuse what they computed for it.
+# The last answer per (policy, teams), with the user-group member sets it was built from: while
+# the policy and those sets (the Directory's cached objects) are unchanged, the same mapping
+# object is returned, so the vote checks can reuse what they computed for it.
 _REQUEST_MEMBERS: dict[
-    tuple[int, frozenset[str], tuple[str, ...]],
+    tuple[int, frozenset[str]],
     tuple[Policy, tuple[frozenset[str], ...], Mapping[str, frozenset[str]]],
 ] = {}
 _REQUEST_MEMBERS_MAX = 1024
 
 
+def request_teams(request: ApprovalRequest) -> frozenset[str]:
+    """Every team whose members may fill one of `request`'s rules: the rules' own teams and the
+    teams escalations widened them by (`Rule.widened_by`)."""
+    return frozenset(team for rule in request.rules for team in (rule.team, *rule.widened_by))
+
+
 async def request_team_members(
-    deps: Deps, request: ApprovalRequest
+    deps: Deps, request: ApprovalRequest, *, fresh: bool = False
 ) -> Mapping[str, frozenset[str]]:
-    """Who may vote for each of `request`'s rules, escalations included."""
+    """Members of every team that may fill one of `request`'s rules. Which rule a widened team
+    may fill is the rules' business (`Rule.admits`): an escalated team is not made a member of
+    every rule's team. `fresh`: user groups as Slack has them now (for a decision)."""
     policy = deps.policy
-    rule_teams = frozenset(rule.team for rule in request.rules)
-    escalated = escalated_teams(policy, request)
-    names = sorted(rule_teams.union(escalated))
-    groups = await _usergroups(deps, names)
+    names = request_teams(request)
+    groups = await _usergroups(deps, sorted(names), fresh=fresh)
     sets = tuple(groups.values())
-    key = (id(policy), rule_teams, escalated)
+    key = (id(policy), names)
     cached = _REQUEST_MEMBERS.get(key)
     if (
         cached is not None
@@ -103,8 +90,7 @@ async def request_team_members(
         and all(old is new for old, new in zip(cached[1], sets, strict=True))
     ):
         return cached[2]
-    members = _members(policy, names, groups)
-    result = with_escalations(members, rule_teams, escalated) if escalated else members
+    result = _members(policy, names, groups)
     if len(_REQUEST_MEMBERS) >= _REQUEST_MEMBERS_MAX:
         _REQUEST_MEMBERS.clear()
     _REQUEST_MEMBERS[key] = (policy, sets, result)

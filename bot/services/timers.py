@@ -21,13 +21,13 @@ from bot.domain.model import (
     OutgoingMessage,
     RequestState,
     Risk,
+    Rule,
     Vote,
     VoteKind,
 )
 from bot.domain.quorum import is_eligible, tally, would_help
 from bot.domain.sla import (
     BusinessHours,
-    EscalationStep,
     ExpireAction,
     SlaSpec,
     Step,
@@ -35,6 +35,9 @@ from bot.domain.sla import (
     next_notable_step,
     next_step,
     next_timer_text,
+    widen,
+    widen_reached,
+    widened_names,
 )
 from bot.policy import WEEKDAYS, OnExpire, Policy
 from bot.ports import ConcurrencyError, UnitOfWork
@@ -43,7 +46,7 @@ from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.ids import new_id
 from bot.services.jobs import Job
-from bot.services.teams import escalated_teams, team_members, with_escalations
+from bot.services.teams import team_members
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def sla_spec(policy: Policy, request: ApprovalRequest) -> SlaSpec | None:
     approve = sla.on_expire is OnExpire.APPROVE and request.risk is Risk.LOW
     return SlaSpec(
         remind_after=sla.remind_after,
-        escalate=tuple(EscalationStep(after=s.after, team=s.to) for s in sla.escalate),
+        escalate=tuple(step.ladder_step(env) for step in sla.escalate),
         expire_after=sla.expire_after,
         on_expire=ExpireAction.APPROVE if approve else ExpireAction.REJECT,
         business_hours=hours,
@@ -94,6 +97,17 @@ def _plan(policy: Policy, request: ApprovalRequest, now: datetime) -> Step | Non
         request.escalation_level,
         now,
     )
+
+
+def with_reached_escalations(
+    policy: Policy, request: ApprovalRequest, rules: Sequence[Rule]
+) -> tuple[Rule, ...]:
+    """`rules`, about to be added to `request` (e.g. by break-glass), widened by the escalation
+    steps that already fired on it, as the sweep widened the rules it had then."""
+    spec = sla_spec(policy, request)
+    if spec is None or request.escalation_level <= 0:
+        return tuple(rules)
+    return widen_reached(rules, spec.escalate, request.escalation_level)
 
 
 def start_sla(policy: Policy, request: ApprovalRequest, at: datetime) -> None:
@@ -116,6 +130,7 @@ def timer_note(
         request.escalation_level,
         now,
         relative=relative,
+        rules=request.rules,
     )
 
 
@@ -209,21 +224,15 @@ class TimersJob:
         return await sweep(self._deps, self._wake_in)
 
 
-async def _people(deps: Deps, request: ApprovalRequest, spec: SlaSpec | None) -> _Teams:
-    """Members of the rule teams and of every team the ladder can escalate to, read before the
-    row is locked (the Directory may call Slack)."""
-    rule_teams = {rule.team for rule in request.rules}
+async def _people(
+    deps: Deps, request: ApprovalRequest, spec: SlaSpec | None
+) -> Mapping[str, frozenset[str]]:
+    """Members of the rule teams, of the teams they are widened by and of every team the ladder
+    can escalate to (a step about to fire widens rules by it), read before the row is locked
+    (the Directory may call Slack)."""
+    teams = {team for rule in request.rules for team in (rule.team, *rule.widened_by)}
     ladder = {step.team for step in spec.escalate} if spec is not None else set()
-    return _Teams(rule_teams, await team_members(deps, rule_teams | ladder))
-
-
-@dataclass(frozen=True, slots=True)
-class _Teams:
-    rule_teams: set[str]
-    members: Mapping[str, frozenset[str]]
-
-    def eligible(self, policy: Policy, request: ApprovalRequest) -> Mapping[str, frozenset[str]]:
-        return with_escalations(self.members, self.rule_teams, escalated_teams(policy, request))
+    return await team_members(deps, teams | ladder)
 
 
 async def _fire(deps: Deps, seen: ApprovalRequest, now: datetime) -> Fired | None:
@@ -254,11 +263,10 @@ async def _apply(
     request: ApprovalRequest,
     votes: Sequence[Vote],
     step: Step,
-    people: _Teams,
+    eligible: Mapping[str, frozenset[str]],
     now: datetime,
 ) -> None:
     if step.kind is StepKind.REMIND:
-        eligible = people.eligible(deps.policy, request)
         users = _to_remind(request, votes, eligible)
         request.reminders_sent = step.reminder
         for user in users:
@@ -274,14 +282,21 @@ async def _apply(
         await uow.events.append(events.reminder_sent(request.id, users, now))
     elif step.kind is StepKind.ESCALATE:
         assert step.team is not None
+        spec = sla_spec(deps.policy, request)
+        assert spec is not None  # the step was planned from it
+        rung = spec.escalate[step.level - 1]
+        # The step's team may fill only the rules it names (by default the owner's), never a
+        # specialist sign-off it does not name: stored on the rules, so every reader agrees.
+        widened = widened_names(request.rules, rung)
+        request.rules = widen(request.rules, rung)
         request.escalation_level = step.level
-        await uow.events.append(events.escalation_fired(request.id, step.level, step.team, now))
-        await _announce_escalation(deps, uow, request, step, now)
-        eligible = people.eligible(deps.policy, request)
+        await uow.events.append(
+            events.escalation_fired(request.id, step.level, step.team, now, widened)
+        )
+        await _announce_escalation(deps, uow, request, step, widened, now)
         current = tally(request.rules, eligible, votes, request.reject_mode)
         await progress.on_escalation(deps, uow, request, current, now)  # pipeline status report
     else:
-        eligible = people.eligible(deps.policy, request)
         await _decide(deps, uow, request, votes, eligible, step, now)
 
 
@@ -292,7 +307,13 @@ def _to_remind(
     votes = Ballot.of(votes)  # indexed once for the many would_help questions below
     voted = {vote.voter for vote in votes} | {vote.clicked_by for vote in votes}
     candidates = sorted(
-        frozenset().union(*(eligible.get(r.team, frozenset()) for r in request.rules))
+        frozenset().union(
+            *(
+                eligible.get(team, frozenset())
+                for rule in request.rules
+                for team in (rule.team, *rule.widened_by)
+            )
+        )
     )
     requester = request.requester.slack_user
     return [
@@ -329,7 +350,12 @@ def _reminder_text(policy: Policy, request: ApprovalRequest, now: datetime) -> s
 
 
 async def _announce_escalation(
-    deps: Deps, uow: UnitOfWork, request: ApprovalRequest, step: Step, now: datetime
+    deps: Deps,
+    uow: UnitOfWork,
+    request: ApprovalRequest,
+    step: Step,
+    widened: Sequence[str],
+    now: datetime,
 ) -> None:
     assert step.team is not None
     team = deps.policy.team(step.team)
@@ -339,9 +365,13 @@ async def _announce_escalation(
         mention = " ".join(f"<@{member}>" for member in team.members)
     else:
         mention = step.team
+    if widened:
+        what = f"you may now also approve {', '.join(widened)} (or reject it)"
+    else:
+        what = "you are notified only: this step lets you fill none of its rules"
     text = (
         f":rotating_light: Escalated (level {step.level}): {mention}, {_subject(request)} needs "
-        f"an approval decision; you can now approve or reject it. {_card_link(request)}"
+        f"an approval decision; {what}. {_card_link(request)}"
     )
     await _queue(
         uow,

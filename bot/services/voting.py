@@ -9,6 +9,13 @@ Design (measured by bench/vote_path.py):
 - Votes that may count go to one writer task that commits every vote waiting at that moment in a
   single transaction (group commit), re-checking each against the locked, fresh request.
 - The caller acknowledges Slack only after `cast` returns, i.e. after the commit.
+- Who clicked is checked against Slack before anything else (`_verify`: the installation, the
+  card, and `users.info` for the clicker, cached a minute). A vote that would decide the request
+  is checked afresh (`_fresh`): the teams' current members and every counted voter as Slack sees
+  them now; a counted vote whose voter no longer qualifies stops counting (an audit event says
+  why) and the request stays pending. The writer never decides on a vote that was not checked
+  afresh: it hands it back to be checked (`_Retry`). Separation of duties fails closed: when
+  Slack cannot be asked, the vote is refused.
 """
 
 from __future__ import annotations
@@ -24,13 +31,16 @@ from typing import Any
 from bot.domain import events
 from bot.domain.ballot import Ballot
 from bot.domain.decisions import apply_outcome
+from bot.domain.delegation_rules import DelegationTerms
 from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter
 from bot.domain.freezes import FreezeWindow
 from bot.domain.model import ApprovalRequest, Delegation, Freeze, Vote, VoteKind
+from bot.domain.people import Interaction, card_refusal, interaction_refusal, person_refusal
 from bot.domain.quorum import tally
 from bot.ports import UnitOfWork
 from bot.services import progress
 from bot.services.decisions import record_decision
+from bot.services.delegations import delegation_terms
 from bot.services.deps import Deps
 from bot.services.freezes import frozen_reason_in, windows_from
 from bot.services.jobs import Job
@@ -54,6 +64,10 @@ class VoteCommand:
     actor: str  # the Slack-signed user who clicked
     kind: VoteKind
     reason: str | None = None
+    # Where Slack's payload says the click came from (checked against the installation and the
+    # card); None only for callers that are not a Slack interaction.
+    interaction: Interaction | None = None
+    on_card: bool = True  # False: a submission of Quorum's own modal (opened from a card click)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +93,32 @@ class _Written:
     freezes: Sequence[Freeze] | None  # None: not read (a batch of rejections only)
 
 
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """The writer's answer for a vote that would decide the request but was not checked afresh."""
+
+    request: ApprovalRequest
+
+
 @dataclass(slots=True)
 class _Pending:
     command: VoteCommand
     eligible: Mapping[str, frozenset[str]]
-    future: asyncio.Future[VoteResult] = field(
+    # `eligible` was read afresh from Slack for this vote (it may decide the request), and these
+    # counted votes stopped counting then (voter, why).
+    fresh: bool = False
+    dropped: tuple[tuple[str, str], ...] = ()
+    future: asyncio.Future[VoteResult | _Retry] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+_FRESH_TRIES = 3
+_NOT_MONOTONE = frozenset({RefusalCode.FROZEN, RefusalCode.CHECKING_REQUESTER})
+_SLACK_DOWN = (
+    "Quorum could not check with Slack who you are, so your vote was not recorded. "
+    "Try again in a minute."
+)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -145,8 +178,11 @@ class Voting:
         snapshot = await self._snapshot(command.request_id)
         if snapshot is None:
             return VoteResult(request=None, refusal=_not_found(command.request_id))
+        refusal = await self._verify(snapshot, command)
+        if refusal is not None:
+            return VoteResult(request=snapshot.request, refusal=refusal)
         eligible = await request_team_members(self._deps, snapshot.request)
-        refusal = await self._cached_refusal(snapshot, eligible, command, require_reason=False)
+        _, refusal = await self._cached_refusal(snapshot, eligible, command, require_reason=False)
         return VoteResult(request=snapshot.request, refusal=refusal)
 
     async def cast(self, command: VoteCommand) -> VoteResult:
@@ -154,15 +190,117 @@ class Voting:
         snapshot = await self._snapshot(command.request_id)
         if snapshot is None:
             return VoteResult(request=None, refusal=_not_found(command.request_id))
-        eligible = await request_team_members(self._deps, snapshot.request)
-        refusal = await self._cached_refusal(snapshot, eligible, command, require_reason=True)
+        refusal = await self._verify(snapshot, command)
         if refusal is not None:
             return VoteResult(request=snapshot.request, refusal=refusal)
-        pending = _Pending(command=command, eligible=eligible)
-        if self._writer is None:  # not started (tests of the use case alone): write inline
-            return (await self._write([pending]))[0]
-        await self._queue.put(pending)
-        return await pending.future
+        for _ in range(_FRESH_TRIES):
+            eligible = await request_team_members(self._deps, snapshot.request)
+            voter, refusal = await self._cached_refusal(
+                snapshot, eligible, command, require_reason=True
+            )
+            if refusal is not None:
+                return VoteResult(request=snapshot.request, refusal=refusal)
+            pending = _Pending(command=command, eligible=eligible)
+            if _would_decide(snapshot, eligible, command, voter, self._deps.clock.now()):
+                checked = await self._fresh(snapshot, command)
+                if isinstance(checked, Refusal):
+                    return VoteResult(request=snapshot.request, refusal=checked)
+                pending.eligible, pending.dropped = checked
+                pending.fresh = True
+            if self._writer is None:  # not started (tests of the use case alone): write inline
+                result = (await self._write([pending]))[0]
+            else:
+                await self._queue.put(pending)
+                result = await pending.future
+            if not isinstance(result, _Retry):
+                return result
+            # Votes committed since the snapshot make this one decide: check it afresh.
+            snapshot = self._snapshots.get(command.request_id) or snapshot
+        return VoteResult(
+            request=snapshot.request,
+            refusal=Refusal(
+                RefusalCode.UNVERIFIED,
+                "Votes on this request are changing too fast to check yours; try again.",
+            ),
+        )
+
+    # --- who clicked ----------------------------------------------------------------------
+
+    async def _verify(self, snapshot: _Snapshot, command: VoteCommand) -> Refusal | None:
+        """None when Slack vouches for the click: sent for Quorum's app in its workspace, on the
+        request's card, by a full member of the workspace (not a guest, bot, deactivated or
+        external user)."""
+        directory = self._deps.directory
+        try:
+            installation = await directory.installation()
+            person = await directory.user(command.actor)
+        except Exception:
+            log.warning("could not verify %s with Slack", command.actor, exc_info=True)
+            return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
+        interaction = command.interaction
+        if interaction is not None:
+            why = interaction_refusal(interaction, installation)
+            if why is None and command.on_card:
+                why = await self._card_refusal(snapshot, interaction)
+            if why is not None:
+                return Refusal(RefusalCode.UNVERIFIED, why)
+        why = person_refusal(command.actor, person, installation)
+        if why is not None:
+            return Refusal(RefusalCode.UNVERIFIED, f"{why} Your vote was not recorded.")
+        return None
+
+    async def _card_refusal(self, snapshot: _Snapshot, interaction: Interaction) -> str | None:
+        request = snapshot.request
+        if card_refusal(interaction, request.channel, request.message_ts) is None:
+            return None
+        # The card may have been posted (or moved) since the snapshot: its position is written
+        # without a revision bump, so read it before refusing.
+        async with self._deps.database.unit_of_work(read_only=True) as uow:
+            stored = await uow.requests.get(request.id)
+        if stored is None:
+            return card_refusal(interaction, request.channel, request.message_ts)
+        request.channel, request.message_ts = stored.channel, stored.message_ts
+        return card_refusal(interaction, stored.channel, stored.message_ts)
+
+    async def _fresh(
+        self, snapshot: _Snapshot, command: VoteCommand
+    ) -> tuple[Mapping[str, frozenset[str]], tuple[tuple[str, str], ...]] | Refusal:
+        """For a vote that may decide: the teams' members as Slack has them now, without anyone
+        Slack no longer vouches for (the clicker included), and which counted votes that drops."""
+        deps = self._deps
+        try:
+            installation = await deps.directory.installation()
+            clicker = await deps.directory.user(command.actor, fresh=True)
+            eligible = await request_team_members(deps, snapshot.request, fresh=True)
+            voters = {v.voter for v in snapshot.votes} | {
+                v.actor for v in snapshot.votes if v.actor
+            }
+            people = {uid: await deps.directory.user(uid) for uid in sorted(voters)}
+        except Exception:
+            log.warning("could not re-check %s with Slack", command.request_id, exc_info=True)
+            return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
+        why = person_refusal(command.actor, clicker, installation)
+        if why is not None:
+            return Refusal(RefusalCode.UNVERIFIED, f"{why} Your vote was not recorded.")
+        untrusted = {
+            uid: why
+            for uid, person in people.items()
+            if (why := person_refusal(uid, person, installation)) is not None
+        }
+        # A delegated vote stops counting when the person who clicked no longer qualifies.
+        for vote in snapshot.votes:
+            if vote.actor and vote.actor in untrusted and vote.voter not in untrusted:
+                untrusted[vote.voter] = f"the vote was cast by {untrusted[vote.actor]}"
+        if untrusted:
+            eligible = {team: members - untrusted.keys() for team, members in eligible.items()}
+        counted = {v.voter for v in snapshot.votes if v.kind is VoteKind.APPROVE and v.rule}
+        dropped = tuple(
+            (voter, untrusted.get(voter, "no longer in the team of any rule of the request"))
+            for voter in sorted(counted)
+            if voter in untrusted
+            or not any(rule.admits(voter, eligible) for rule in snapshot.request.rules)
+        )
+        return eligible, dropped
 
     # --- snapshot side --------------------------------------------------------------------
 
@@ -172,7 +310,11 @@ class Voting:
         # until the request's next timer: once it has passed, re-read (another process may have
         # escalated it).
         due = cached.request.next_due_at if cached is not None else None
-        if cached is not None and (due is None or due > self._deps.clock.now()):
+        if (
+            cached is not None
+            and (due is None or due > self._deps.clock.now())
+            and not cached.request.requester.checking  # resolved by another process, perhaps
+        ):
             return cached
         loading = self._loading.get(request_id)
         if loading is None:
@@ -250,6 +392,12 @@ class Voting:
         if request.id not in self._snapshots:
             self._remember(request.id, _Snapshot(request=request.copy(), votes=Ballot([])))
 
+    def card_posted(self, request_id: str, channel: str, ts: str) -> None:
+        """Called once a request's new card position is stored (it bumps no revision)."""
+        cached = self._snapshots.get(request_id)
+        if cached is not None and cached.request.message_ts is None:
+            cached.request.channel, cached.request.message_ts = channel, ts
+
     def forget_request(self, request_id: str) -> None:
         """Called after this process changes a request's rules outside a vote (break glass)."""
         self._snapshots.pop(request_id, None)
@@ -262,9 +410,11 @@ class Voting:
         command: VoteCommand,
         *,
         require_reason: bool,
-    ) -> Refusal | None:
+    ) -> tuple[str, Refusal | None]:
+        """Whose vote the click counts as, and the refusal the snapshot proves (None: it may
+        count; refusals that are not monotone are left to the writer's fresh state)."""
         delegations = await self._active_delegations()
-        _, refusal = _check(
+        voter, refusal = _check(
             snapshot.request,
             snapshot.votes,
             eligible,
@@ -272,8 +422,11 @@ class Voting:
             command,
             self._deps.clock.now(),
             require_reason=require_reason,
+            delegation=delegation_terms(self._deps.policy),
         )
-        return None if refusal is None or refusal.code is RefusalCode.FROZEN else refusal
+        if refusal is None or refusal.code in _NOT_MONOTONE:
+            return voter, None
+        return voter, refusal
 
     # --- writer side ----------------------------------------------------------------------
 
@@ -318,14 +471,14 @@ class Voting:
                 else:
                     pending.future.set_result(result)
 
-    async def _write(self, batch: Sequence[_Pending]) -> list[VoteResult]:
+    async def _write(self, batch: Sequence[_Pending]) -> list[VoteResult | _Retry]:
         try:
             return await self._write_batch(batch)
         except BaseException:
             self._written = None  # what it read may be gone with the rollback
             raise
 
-    async def _write_batch(self, batch: Sequence[_Pending]) -> list[VoteResult]:
+    async def _write_batch(self, batch: Sequence[_Pending]) -> list[VoteResult | _Retry]:
         deps = self._deps
         async with deps.database.unit_of_work() as uow:
             now = deps.clock.now()
@@ -345,7 +498,7 @@ class Voting:
                 freezes = await uow.freezes.list_current(now)
             windows = windows_from(freezes or (), deps.policy, now) if approving else []
             changed: set[str] = set()
-            results: list[VoteResult] = []
+            results: list[VoteResult | _Retry] = []
             new_votes: list[Vote] = []
             for pending in batch:
                 rid = pending.command.request_id
@@ -354,7 +507,7 @@ class Voting:
                     results.append(VoteResult(request=None, refusal=_not_found(rid)))
                     continue
                 result = await _record(deps, uow, state, pending, delegations, windows, now)
-                if result.vote is not None:
+                if isinstance(result, VoteResult) and result.vote is not None:
                     changed.add(rid)
                     new_votes.append(result.vote)
                 results.append(result)
@@ -371,7 +524,7 @@ class Voting:
             self._remember(rid, state)
         if changed:
             deps.wake(Job.ANNOUNCE)
-            if any(r.decided for r in results):
+            if any(isinstance(r, VoteResult) and r.decided for r in results):
                 deps.wake(Job.DELIVERIES)
         return results
 
@@ -386,8 +539,19 @@ def _check(
     *,
     require_reason: bool,
     frozen_reason: str | None = None,
+    delegation: DelegationTerms,
 ) -> tuple[str, Refusal | None]:
     """Whose vote the click counts as, and why it may not be recorded (None: it may)."""
+    # Only delegations the current policy honours (`delegation:`): not where they are never
+    # honoured, not past its max_period, not to someone outside the allowed team. The rule
+    # teams' members are complete in `eligible` unless an escalation widened them.
+    delegations = delegation.honoured(
+        delegations,
+        delegate=command.actor,
+        environment=request.environment,
+        now=now,
+        resolved={} if request.escalation_level else eligible,
+    )
     voter = resolve_voter(
         request,
         votes,
@@ -413,6 +577,28 @@ def _check(
         frozen_reason=frozen_reason,
     )
     return voter, refusal
+
+
+def _would_decide(
+    snapshot: _Snapshot,
+    eligible: Mapping[str, frozenset[str]],
+    command: VoteCommand,
+    voter: str,
+    now: datetime,
+) -> bool:
+    """Whether the vote, added to the snapshot's votes, decides the request. An approval that
+    may be recorded fills exactly one more slot (`would_help`), so it decides when it fills the
+    last one; a rejection is tallied."""
+    request, votes = snapshot.request, snapshot.votes
+    current = tally(request.rules, eligible, votes, request.reject_mode)
+    if current.outcome is not None:
+        return True
+    if command.kind is VoteKind.APPROVE:
+        return current.filled + 1 >= current.needed
+    trial = votes.copy()
+    actor = command.actor if command.actor != voter else None
+    trial.append(Vote(request.id, voter, command.kind, now, command.reason, actor))
+    return tally(request.rules, eligible, trial, request.reject_mode).outcome is not None
 
 
 async def _load_locked(
@@ -449,7 +635,7 @@ async def _record(
     delegations: Sequence[Delegation],
     windows: Sequence[FreezeWindow],
     now: datetime,
-) -> VoteResult:
+) -> VoteResult | _Retry:
     command, eligible, request = pending.command, pending.eligible, state.request
     # Freezes are checked here, on fresh state, never from the snapshot cache.
     frozen = (
@@ -466,6 +652,7 @@ async def _record(
         now,
         require_reason=True,
         frozen_reason=frozen,
+        delegation=delegation_terms(deps.policy),
     )
     if refusal is not None:
         return VoteResult(request=request, refusal=refusal)
@@ -474,6 +661,12 @@ async def _record(
     vote = Vote(request.id, voter, command.kind, now, reason, actor)
     state.votes.append(vote)
     outcome = tally(request.rules, eligible, state.votes, request.reject_mode)
+    if outcome.outcome is not None and not pending.fresh:
+        state.votes = Ballot(list(state.votes)[:-1])  # nothing of this vote is kept
+        return _Retry(request)
+    await uow.events.append_many(
+        [events.vote_not_counted(request.id, voter, why, now) for voter, why in pending.dropped]
+    )
     if vote.kind is VoteKind.APPROVE:  # record the rule the approval was assigned to
         rule = next((p.rule.name for p in outcome.rules if voter in p.approvers), None)
         vote = Vote(request.id, voter, command.kind, now, reason, actor, rule)

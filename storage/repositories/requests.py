@@ -97,6 +97,7 @@ def _rules_to_json(rules: Sequence[Rule]) -> list[dict[str, Any]]:
     return [
         {"name": r.name, "team": r.team, "approvals": r.approvals, "origin": r.origin}
         | ({"excluded": list(r.excluded)} if r.excluded else {})
+        | ({"widened_by": list(r.widened_by)} if r.widened_by else {})
         for r in rules
     ]
 
@@ -109,6 +110,7 @@ def _rules_from_json(value: list[Any]) -> tuple[Rule, ...]:
             approvals=int(r["approvals"]),
             origin=r.get("origin", "environment"),
             excluded=tuple(r.get("excluded", ())),
+            widened_by=tuple(r.get("widened_by", ())),  # absent before escalations widened rules
         )
         for r in value
     )

@@ -29,7 +29,7 @@ from bot.services.deps import Tuning
 from bot.settings import Settings, load_settings
 from handlers.action_ids import REASON_ACTION_ID, ActionId, BlockId, CallbackId, encode_button_value
 from storage.migrate import upgrade
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import APP_ID, TEAM_ID, FakeSlack
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIGNING_SECRET = "e2e-signing-secret-0123456789abcdef"
@@ -241,13 +241,39 @@ class Quorum:
             return resp.status, await resp.text()
 
     async def click(
-        self, action: ActionId, user: str, request_id: str, channel: str = "C0WEB"
+        self,
+        action: ActionId,
+        user: str,
+        request_id: str,
+        channel: str | None = None,
+        message_ts: str | None = None,
+        **fields: Any,
     ) -> tuple[int, str]:
-        payload = block_action(action, user, request_id, channel)
+        """A click on the request's card (its channel and message, once posted), unless
+        `channel` / `message_ts` say otherwise; `fields` override top-level payload fields."""
+        if channel is None or message_ts is None:
+            card_channel, card_ts = await self.card_position(request_id)
+            channel = channel or card_channel
+            message_ts = message_ts or card_ts
+        payload = block_action(action, user, request_id, channel, message_ts)
+        payload.update(fields)
         return await self.slack_post({"payload": json.dumps(payload)})
 
-    async def submit_reject(self, user: str, request_id: str, reason: str) -> tuple[int, str]:
+    async def card_position(self, request_id: str, timeout: float = 5.0) -> tuple[str, str]:
+        """Where the request's card is, waiting for it to be posted."""
+        async with asyncio.timeout(timeout):
+            while True:
+                async with self.deps.database.unit_of_work(read_only=True) as uow:
+                    stored = await uow.requests.get(request_id)
+                if stored is not None and stored.message_ts is not None:
+                    return stored.channel, stored.message_ts
+                await asyncio.sleep(0.02)
+
+    async def submit_reject(
+        self, user: str, request_id: str, reason: str, **fields: Any
+    ) -> tuple[int, str]:
         payload = view_submission(user, request_id, reason)
+        payload.update(fields)
         return await self.slack_post({"payload": json.dumps(payload)})
 
 
@@ -259,12 +285,28 @@ def _fixture(name: str) -> dict[str, Any]:
     return data
 
 
-def block_action(action: ActionId, user: str, request_id: str, channel: str) -> dict[str, Any]:
-    """The bolt fixture payload (shared/fixtures/slack/block_actions.json) aimed at our card."""
+def _installed(payload: dict[str, Any]) -> None:
+    """Point a fixture payload at the fake Slack's workspace and Quorum's app (the fixture's
+    own T111 / A111 / E111 are another installation's)."""
+    payload["team"] = {"id": TEAM_ID, "domain": "fake"}
+    payload["api_app_id"] = APP_ID
+    payload["user"] = {**payload["user"], "team_id": TEAM_ID}
+
+
+def block_action(
+    action: ActionId, user: str, request_id: str, channel: str, message_ts: str = "111.222"
+) -> dict[str, Any]:
+    """The bolt fixture payload (tests/fixtures/slack/block_actions.json) aimed at our card."""
     payload = _fixture("block_actions.json")
     payload["user"] = {**payload["user"], "id": user, "username": user.lower(), "name": user}
+    _installed(payload)
     payload["channel"] = {"id": channel, "name": "deploys"}
-    payload["container"] = {**payload["container"], "channel_id": channel, "is_ephemeral": False}
+    payload["container"] = {
+        **payload["container"],
+        "channel_id": channel,
+        "message_ts": message_ts,
+        "is_ephemeral": False,
+    }
     payload["trigger_id"] = f"trigger-{user}-{request_id}"
     payload["actions"] = [
         {
@@ -281,7 +323,10 @@ def view_submission(user: str, request_id: str, reason: str) -> dict[str, Any]:
     """The bolt fixture view_submission payload carrying our rejection modal's state."""
     payload = _fixture("view_submission.json")
     payload["user"] = {**payload["user"], "id": user}
+    _installed(payload)
     view = payload["view"]
+    view["team_id"] = view["app_installed_team_id"] = TEAM_ID
+    view["app_id"] = APP_ID
     view["callback_id"] = CallbackId.reject_reason.value
     view["private_metadata"] = encode_button_value(request_id)
     view["state"] = {

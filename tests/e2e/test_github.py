@@ -116,6 +116,30 @@ async def test_protection_rule_to_approved_review_with_status_reports(gh: GitHub
     )
 
 
+async def test_the_human_behind_a_bot_created_deployment_cannot_approve(gh: GitHubEnv) -> None:
+    # GitHub Actions creates the deployment as github-actions[bot]; the run says who triggered it.
+    gh.github.add_run(actor="someone-else", triggering_actor="octo-web")
+    payload = protection_rule(gh.github.callback_url(), with_sha_ref=True)
+    for user in (payload["deployment"]["creator"], payload["sender"]):
+        user.update(login="github-actions[bot]", type="Bot")
+    status, data = await gh.deliver(payload, delivery="d-bot-created")
+    assert status == 202, data
+    request_id = data["id"]
+    [lookup] = gh.github.run_lookups
+    assert lookup.path == "/repos/acme/storefront/actions/runs/5453085689"
+    assert lookup.status == 200
+    await gh.env.card_of(request_id)
+
+    status, _ = await gh.env.quorum.click(ActionId.approve, "U0WEB1", request_id)  # octo-web
+    assert status == 200
+    [refusal] = await gh.env.slack.wait_for(
+        "chat.postEphemeral", lambda c: c.args.get("user") == "U0WEB1"
+    )
+    assert "You are the requester" in str(refusal.args["text"])
+    _, state = await gh.env.quorum.status(request_id)
+    assert state["votes"] == []
+
+
 def _blocks_text(card: dict[str, Any]) -> str:
     return json.dumps(card.get("blocks"), ensure_ascii=False)
 

@@ -24,6 +24,8 @@ def _policy() -> dict[str, Any]:
     policy: dict[str, Any] = json.loads(json.dumps(POLICY))
     policy["environments"]["production"]["require_change_ticket"] = False
     policy["gitlab"] = {"represented_as": {"sre-signoff": "sre-approvers"}}
+    # The docs' example deployment is requested by `root`.
+    policy["identities"] = {**policy["identities"], "gitlab": {"root": "U0WEB1"}}
     return policy
 
 
@@ -111,6 +113,18 @@ async def test_blocked_deployment_to_approval_call(gl: GitLabEnv) -> None:
     assert (data["id"], data["state"], data["closed"]) == (request_id, "approved", False)
     await _card_update(gl, "GitLab reports this deployment as running")
     assert len(gl.gitlab.recorded) == 1
+
+
+async def test_the_requester_mapped_by_gitlab_username_cannot_approve(gl: GitLabEnv) -> None:
+    request_id = await gl.open()
+    status, _ = await gl.env.quorum.click(ActionId.approve, "U0WEB1", request_id)  # root
+    assert status == 200
+    [refusal] = await gl.env.slack.wait_for(
+        "chat.postEphemeral", lambda c: c.args.get("user") == "U0WEB1"
+    )
+    assert "You are the requester" in str(refusal.args["text"])
+    _, state = await gl.env.quorum.status(request_id)
+    assert state["votes"] == []
 
 
 async def test_canceled_in_gitlab_cancels_the_request_without_a_call(gl: GitLabEnv) -> None:

@@ -22,6 +22,18 @@ TEAM_ID = "T0FAKE"
 BOT_USER_ID = "U0QUORUM"
 BOT_ID = "B0QUORUM"
 APP_ID = "A0QUORUM"
+# The bot scopes manifest.yml requests; sent as `X-OAuth-Scopes`, as Slack does on every response.
+BOT_SCOPES = (
+    "chat:write",
+    "chat:write.public",
+    "commands",
+    "im:write",
+    "users:read",
+    "users:read.email",
+    "usergroups:read",
+    "channels:read",
+    "groups:read",
+)
 # Form-encoded requests carry these as JSON strings; real Slack decodes them, and so do we.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "metadata"})
 
@@ -48,6 +60,15 @@ class _Failure:
     retry_after: int | None
     error: str
     remaining: int
+
+
+@dataclass(slots=True)
+class _Channel:
+    id: str
+    name: str
+    is_member: bool = True
+    is_archived: bool = False
+    is_private: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +108,9 @@ class FakeSlack:
         self._usergroups: dict[str, list[str]] = {}
         self._users: dict[str, _User] = {}
         self._dm_channels: dict[str, str] = {}
+        self._channels: dict[str, _Channel] = {}
+        # The token's scopes (`X-OAuth-Scopes`); None: the header is not sent.
+        self.scopes: tuple[str, ...] | None = BOT_SCOPES
         self._unknown: set[str] = set()
         self._failures: dict[str, list[_Failure]] = {}
         self._ts = itertools.count(1)
@@ -106,6 +130,7 @@ class FakeSlack:
             "users.info": self._users_info,
             "bots.info": self._bots_info,
             "auth.test": self._auth_test,
+            "conversations.info": self._conversations_info,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -164,6 +189,21 @@ class FakeSlack:
         `is_ultra_restricted`, `is_stranger`, `enterprise_id` as users.info reports them."""
         self._users[user_id] = _User(user_id, email, tz, name or user_id.lower(), **flags)
         self._unknown.discard(user_id)
+
+    def add_channel(
+        self,
+        channel_id: str,
+        is_member: bool = True,
+        is_archived: bool = False,
+        *,
+        name: str | None = None,
+        is_private: bool = False,
+    ) -> None:
+        """A channel `conversations.info` knows (`is_member`: the bot is in it); channels not
+        added are `channel_not_found`, as Slack answers for a private channel the bot is not in."""
+        self._channels[channel_id] = _Channel(
+            channel_id, name or channel_id.lower(), is_member, is_archived, is_private
+        )
 
     def remove_user(self, user_id: str) -> None:
         """Slack no longer knows the user (`user_not_found`), even with `auto_users`."""
@@ -239,6 +279,8 @@ class FakeSlack:
         args = await _read_args(request)
         headers = dict(request.headers)
         status, body, extra_headers = self._respond(method, args, headers)
+        if self.scopes is not None and body.get("error") not in {"not_authed", "invalid_auth"}:
+            extra_headers = {**extra_headers, "X-OAuth-Scopes": ",".join(self.scopes)}
         async with self._condition:
             self.calls.append(Call(method, args, headers, status, body))
             self._condition.notify_all()
@@ -366,6 +408,39 @@ class FakeSlack:
             raise _ApiError("users_list_not_supplied")
         channel = self.dm_channel(users[0]) if len(users) == 1 else "G" + "".join(users)
         return {"ok": True, "channel": {"id": channel}}
+
+    def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The conversations.info channel object (the shape of Slack's docs example)."""
+        channel = self._channels.get(_required(args, "channel", "channel_not_found"))
+        if channel is None:
+            raise _ApiError("channel_not_found")
+        return {
+            "ok": True,
+            "channel": {
+                "id": channel.id,
+                "name": channel.name,
+                "is_channel": not channel.is_private,
+                "is_group": channel.is_private,
+                "is_im": False,
+                "is_mpim": False,
+                "is_private": channel.is_private,
+                "created": 1_700_000_000,
+                "creator": "U0CREATOR",
+                "is_archived": channel.is_archived,
+                "is_general": False,
+                "unlinked": 0,
+                "name_normalized": channel.name,
+                "is_shared": False,
+                "is_ext_shared": False,
+                "is_org_shared": False,
+                "pending_shared": [],
+                "is_pending_ext_shared": False,
+                "is_member": channel.is_member,
+                "topic": {"value": "", "creator": "", "last_set": 0},
+                "purpose": {"value": "", "creator": "", "last_set": 0},
+                "previous_names": [],
+            },
+        }
 
     def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
         usergroup = _required(args, "usergroup", "no_such_subteam")

@@ -3,9 +3,10 @@ current shape), review and status-report payloads, and delivery through a fake G
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,12 +15,20 @@ import jwt
 import pytest
 
 from bot.clock import FixedClock
-from bot.domain.model import Delivery, RequestState, VoteKind
-from bot.pipelines.base import Ignored, InboundRequest, InvalidPayload, SignatureError
-from bot.pipelines.github import COMMENT_LIMIT, GitHubAdapter
+from bot.domain.model import Delivery, Requester, RequestState, VoteKind
+from bot.identity import resolve_static
+from bot.pipelines.base import (
+    Ignored,
+    InboundRequest,
+    InvalidPayload,
+    ResolvesRequester,
+    SignatureError,
+)
+from bot.pipelines.github import COMMENT_LIMIT, GitHubAdapter, RunRef, run_of
 from bot.pipelines.github_auth import GitHubAppAuth, app_jwt
 from bot.pipelines.hmac_tokens import HubSignatureVerifier
-from tests.fakes.github_api import APP_ID, INSTALLATION_ID, AppKey, FakeGitHub
+from bot.policy import Policy
+from tests.fakes.github_api import APP_ID, INSTALLATION_ID, RUN_ID, AppKey, FakeGitHub
 from tests.fakes.github_payloads import headers_for, protection_rule, schema_errors
 from tests.storage.builders import NOW, a_request, a_vote
 
@@ -363,3 +372,238 @@ def test_progress_comment(approvers: tuple[str, ...], expected: str) -> None:
     assert expected in text
     assert text.endswith(f"[Open the approval card in Slack]({link})")
     assert len(text) <= COMMENT_LIMIT
+
+
+# --- who is the requester (the workflow run's triggering actor) --------------------------------
+
+BOT = "github-actions[bot]"
+
+
+def _created_by(payload: dict[str, Any], login: str, type_: str) -> dict[str, Any]:
+    """The delivery with its deployment created (and sent) by `login`, a `type_` account."""
+    for user in (payload["deployment"]["creator"], payload["sender"]):
+        user["login"] = login
+        user["type"] = type_
+    return payload
+
+
+async def _requester_of(
+    adapter: GitHubAdapter, payload: dict[str, Any], delivery: str = "d-run"
+) -> Requester:
+    body = _raw(payload)
+    inbound = adapter.parse(body, headers_for(SECRET, body, delivery=delivery))
+    assert isinstance(inbound, InboundRequest)
+    assert isinstance(adapter, ResolvesRequester)  # the webhook handler asks it
+    return (await adapter.resolve_requester(inbound)).requester
+
+
+IDENTITIES = Policy.from_mapping(
+    {
+        "version": 1,
+        "defaults": {"channel": "C0DEPLOYS"},
+        "teams": {"web": {"channel": "C0WEB", "members": ["U0WEB1"]}},
+        "environments": {
+            "production": {"rules": [{"name": "review", "from": "owner", "approvals": 1}]}
+        },
+        # The bots are listed to show that a `[bot]` login maps to nobody even when listed.
+        "identities": {
+            "github": {
+                "octo-web": "U0WEB1",
+                "octo-sre": "U0SRE1",
+                BOT: "U0BOT1",
+                "octo-web[bot]": "U0BOT2",
+            }
+        },
+    }
+)
+
+
+def _mapped(requester: Requester) -> str | None:
+    return resolve_static(IDENTITIES, requester).slack_user
+
+
+@dataclass(frozen=True)
+class RunCase:
+    creator: tuple[str, str]  # login, type of the deployment's creator (and sender)
+    run: dict[str, Any] | None  # add_run(**run); None: GitHub answers 404
+    failure: tuple[int, dict[str, Any]] | None = None  # GitHub's answer to the lookup instead
+    github: str | None = None  # the requester's GitHub login
+    slack_user: str | None = None  # what it maps to
+
+
+RUN_CASES = {
+    "human creator, run started by them": RunCase(
+        ("octo-web", "User"), {"actor": "octo-web"}, github="octo-web", slack_user="U0WEB1"
+    ),
+    "human creator, re-run by someone else": RunCase(
+        ("octo-web", "User"),
+        {"actor": "octo-web", "triggering_actor": "octo-sre"},
+        github="octo-sre",
+        slack_user="U0SRE1",
+    ),
+    "bot creator, run triggered by a human": RunCase(
+        (BOT, "Bot"), {"actor": "octo-web"}, github="octo-web", slack_user="U0WEB1"
+    ),
+    "bot creator, no triggering_actor: the actor": RunCase(
+        (BOT, "Bot"),
+        {"actor": "octo-web", "triggering_actor": None},
+        github="octo-web",
+        slack_user="U0WEB1",
+    ),
+    "bot creator, run not found: unknown": RunCase((BOT, "Bot"), None),
+    "bot creator, GitHub fails: unknown": RunCase(
+        (BOT, "Bot"), {"actor": "octo-web"}, failure=(502, {"message": "Server Error"})
+    ),
+    "bot creator, App may not read Actions: unknown": RunCase(
+        (BOT, "Bot"), {"actor": "octo-web"}, failure=(403, {"message": "Resource not accessible"})
+    ),
+    "human creator, GitHub fails: the creator": RunCase(
+        ("octo-web", "User"),
+        {"actor": "octo-sre"},
+        failure=(500, {"message": "Server Error"}),
+        github="octo-web",
+        slack_user="U0WEB1",
+    ),
+    "[bot] triggering actor: shown, maps to nobody": RunCase(
+        ("octo-web", "User"),
+        {"actor": "octo-web", "triggering_actor": "dependabot[bot]", "triggering_type": "Bot"},
+        github="dependabot[bot]",
+    ),
+    "bot creator, [bot] triggering actor: shown, maps to nobody": RunCase(
+        (BOT, "Bot"), {"actor": BOT, "actor_type": "Bot"}, github=BOT
+    ),
+    "a Bot without the suffix gets it, so that it maps to nobody": RunCase(
+        (BOT, "Bot"),
+        {"actor": "octo-web", "actor_type": "Bot"},
+        github="octo-web[bot]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", RUN_CASES.values(), ids=RUN_CASES.keys())
+async def test_the_requester_is_who_triggered_the_run(
+    key: AppKey, github: FakeGitHub, http: aiohttp.ClientSession, case: RunCase
+) -> None:
+    if case.run is not None:
+        github.add_run(**case.run)
+    if case.failure is not None:
+        github.run_statuses.append(case.failure)
+    payload = _created_by(protection_rule(github.callback_url()), *case.creator)
+    requester = await _requester_of(_adapter(key, github.base_url, http), payload)
+    assert (requester.github, _mapped(requester)) == (case.github, case.slack_user)
+    [lookup] = github.run_lookups
+    assert lookup.path == f"/repos/acme/storefront/actions/runs/{RUN_ID}"
+    assert lookup.extra["installation"] == INSTALLATION_ID
+    assert lookup.headers["Accept"] == "application/vnd.github+json"
+
+
+async def test_a_network_failure_leaves_a_bot_created_deployment_unknown(
+    key: AppKey, http: aiohttp.ClientSession
+) -> None:
+    api = "http://127.0.0.1:9"  # nothing listens: neither the token nor the run can be had
+    payload = _created_by(protection_rule(f"{api}/{CALLBACK.removeprefix(API + '/')}"), BOT, "Bot")
+    assert await _requester_of(_adapter(key, api, http), payload) == Requester()
+
+
+async def test_a_slow_github_is_given_up_on(
+    key: AppKey, github: FakeGitHub, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.pipelines.github as module
+
+    github.add_run(actor="octo-web")
+    adapter = _adapter(key, github.base_url, http)
+
+    async def stalls(run: RunRef, installation: int) -> tuple[Any, str]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(module, "LOOKUP_TIMEOUT", 0.05)
+    monkeypatch.setattr(adapter, "_run_actor", stalls)
+    payload = _created_by(protection_rule(github.callback_url()), BOT, "Bot")
+    assert await _requester_of(adapter, payload) == Requester()
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        "/repos/acme/other/actions/runs/5453085689/deployment_protection_rule",  # another repo
+        "/repos/acme/storefront/actions/runs/x/deployment_protection_rule",
+        "/repos/acme/storefront/deployments/1/deployment_protection_rule",
+        "/repos/acme/storefront/actions/runs/5453085689/deployment_protection_rule?x=1",
+        "/repos/acme/../actions/runs/5453085689/deployment_protection_rule",
+    ],
+)
+async def test_no_lookup_unless_the_callback_names_a_run_of_this_repository(
+    key: AppKey, github: FakeGitHub, http: aiohttp.ClientSession, callback: str
+) -> None:
+    github.add_run(actor="octo-web")
+    payload = protection_rule(github.base_url + callback)  # a human creator, even
+    assert await _requester_of(_adapter(key, github.base_url, http), payload) == Requester()
+    assert github.run_lookups == []
+    assert github.exchanges == 0
+
+
+async def test_a_callback_on_a_foreign_host_is_refused_and_never_looked_up(
+    key: AppKey, github: FakeGitHub, http: aiohttp.ClientSession
+) -> None:
+    adapter = _adapter(key, github.base_url, http)
+    elsewhere = "http://127.0.0.1:9/repos/acme/storefront/actions/runs/1/deployment_protection_rule"
+    body = _raw(protection_rule(elsewhere))
+    with pytest.raises(InvalidPayload):
+        adapter.parse(body, headers_for(SECRET, body, delivery="d-foreign"))
+    # And were such a request built anyway, resolving it asks nobody.
+    inbound = adapter.parse(
+        _raw(protection_rule(github.callback_url())),
+        headers_for(SECRET, _raw(protection_rule(github.callback_url())), delivery="d-own"),
+    )
+    assert isinstance(inbound, InboundRequest)
+    foreign = replace(
+        inbound, callback={"github": {**inbound.callback["github"], "callback_url": elsewhere}}
+    )
+    assert (await adapter.resolve_requester(foreign)).requester == Requester()
+    assert github.run_lookups == []
+    assert github.exchanges == 0
+
+
+@pytest.mark.parametrize(
+    ("callback", "api", "expected"),
+    [
+        (CALLBACK, API, RunRef("acme/storefront", 5453085689)),
+        (
+            CALLBACK.replace("acme/storefront", "ACME/Storefront"),
+            API,
+            RunRef("ACME/Storefront", 5453085689),
+        ),
+        (
+            "https://ghe.example.com/api/v3/repos/acme/storefront/actions/runs/7/"
+            "deployment_protection_rule",
+            "https://ghe.example.com/api/v3",
+            RunRef("acme/storefront", 7),
+        ),
+        (CALLBACK.replace("https://api.github.com", "https://api.github.com:8443"), API, None),
+        (CALLBACK.replace("https://", "http://"), API, None),
+        (CALLBACK.replace("api.github.com", "api.github.com.evil.example"), API, None),
+        (CALLBACK.replace("https://", "https://x:y@"), API, None),
+        (
+            "https://ghe.example.com/repos/acme/storefront/actions/runs/7/deployment_protection_rule",
+            "https://ghe.example.com/api/v3",
+            None,
+        ),
+        (CALLBACK + "#frag", API, None),
+    ],
+)
+def test_run_of(callback: str, api: str, expected: RunRef | None) -> None:
+    assert run_of(callback, api, "acme/storefront") == expected
+
+
+async def test_a_refused_token_is_forgotten_by_the_lookup(
+    key: AppKey, github: FakeGitHub, http: aiohttp.ClientSession
+) -> None:
+    github.add_run(actor="octo-web")
+    adapter = _adapter(key, github.base_url, http)
+    payload = _created_by(protection_rule(github.callback_url()), BOT, "Bot")
+    assert (await _requester_of(adapter, payload)).github == "octo-web"
+    github.tokens.clear()  # GitHub revoked it
+    assert await _requester_of(adapter, payload, "d-2") == Requester()
+    assert (await _requester_of(adapter, payload, "d-3")).github == "octo-web"
+    assert github.exchanges == 2

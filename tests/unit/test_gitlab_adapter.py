@@ -10,10 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.domain.model import Delivery, RequestState, Rule, VoteKind
+from bot.domain.model import Delivery, Requester, RequestState, Rule, VoteKind
+from bot.identity import resolve_static
 from bot.pipelines.base import Ignored, InboundRequest, InboundUpdate, SignatureError
 from bot.pipelines.gitlab import GitLabAdapter
 from bot.pipelines.hmac_tokens import TokenVerifier
+from bot.policy import Policy
 from tests.fakes.gitlab_api import API_TOKEN, FakeGitLab
 from tests.paths import FIXTURES
 from tests.storage.builders import NOW, a_request, a_vote
@@ -66,6 +68,7 @@ def test_blocked_deployment_opens_a_request() -> None:
     assert inbound.repository == "root/test-deployment-webhooks"
     assert inbound.environment == "production"
     assert inbound.requester.email == "admin@example.com"
+    assert inbound.requester.gitlab == "root"
     assert inbound.details.sha == "279484c0"
     assert inbound.details.title == "Add new file"
     assert [link.url for link in inbound.details.links] == [
@@ -75,6 +78,103 @@ def test_blocked_deployment_opens_a_request() -> None:
     ]
     assert inbound.callback == {"gitlab": {"project_id": 30, "deployment_id": 15}}
     assert inbound.external_ref == "30/15"
+
+
+def _user(username: str | None, email: str | None, name: str = "Someone") -> dict[str, Any]:
+    return {"id": 7, "name": name, "username": username, "avatar_url": None, "email": email}
+
+
+REQUESTERS = {
+    "the docs' example: username and email": (
+        None,
+        Requester(gitlab="root", email="admin@example.com"),
+        "root",
+    ),
+    # GitLab shows an address the user has not made public as [REDACTED] (gitlab#344230).
+    "a private email": (
+        _user("alice", "[REDACTED]"),
+        Requester(gitlab="alice"),
+        "alice",
+    ),
+    "no username": (_user(None, "bob@example.com"), Requester(email="bob@example.com"), "Someone"),
+    "a project access token's bot": (
+        _user("project_30_bot_3f9a1c", "project_30_bot_3f9a1c@noreply.gitlab.example.com"),
+        Requester(),
+        "project_30_bot_3f9a1c, a GitLab bot user",
+    ),
+    "an older project bot": (
+        _user("project_30_bot2", "project30_bot2@noreply.gitlab.example.com"),
+        Requester(),
+        "project_30_bot2, a GitLab bot user",
+    ),
+    "a group access token's bot": (
+        _user("group_12_bot_a1b2", "[REDACTED]"),
+        Requester(),
+        "group_12_bot_a1b2, a GitLab bot user",
+    ),
+    "a service account": (
+        _user("service_account_group_12_9f8e7d", "[REDACTED]"),
+        Requester(),
+        "service_account_group_12_9f8e7d, a GitLab bot user",
+    ),
+    "a bot known only by its address": (
+        _user(None, "project_30_bot_3f9a1c@noreply.gitlab.example.com"),
+        Requester(),
+        "a GitLab bot user",
+    ),
+    "no user": ("absent", Requester(), None),
+}
+
+
+@pytest.mark.parametrize(
+    ("user", "requester", "described"), REQUESTERS.values(), ids=REQUESTERS.keys()
+)
+def test_the_requester_is_the_gitlab_user_unless_a_bot(
+    user: Any, requester: Requester, described: str | None
+) -> None:
+    event = deployment_event(status="blocked")
+    if user == "absent":
+        event.pop("user")
+    elif user is not None:
+        event["user"] = user
+    inbound = _adapter().parse(_raw(event), hook_headers())
+    assert isinstance(inbound, InboundRequest)
+    assert inbound.requester == requester
+    description = inbound.details.description or ""
+    if described is None:
+        assert "requested by" not in description
+    else:
+        assert described in description
+
+
+def test_usernames_map_through_identities_gitlab_and_bots_never_do() -> None:
+    policy = Policy.from_mapping(
+        {
+            "version": 1,
+            "defaults": {"channel": "C0DEPLOYS"},
+            "teams": {"web": {"channel": "C0WEB", "members": ["U0WEB1"]}},
+            "environments": {
+                "production": {"rules": [{"name": "review", "from": "owner", "approvals": 1}]}
+            },
+            "identities": {
+                # Even listed, a bot maps to nobody: the adapter does not name it as requester.
+                "gitlab": {"Root": "U0WEB1", "project_30_bot_3f9a1c": "U0BOT1"},
+                "email": {"project_30_bot_3f9a1c@noreply.gitlab.example.com": "U0BOT2"},
+            },
+        }
+    )
+
+    def slack_user(user: dict[str, Any] | None) -> str | None:
+        event = deployment_event(status="blocked")
+        if user is not None:
+            event["user"] = user
+        inbound = _adapter().parse(_raw(event), hook_headers())
+        assert isinstance(inbound, InboundRequest)
+        return resolve_static(policy, inbound.requester).slack_user
+
+    assert slack_user(None) == "U0WEB1"  # `root`, case-insensitively
+    bot = _user("project_30_bot_3f9a1c", "project_30_bot_3f9a1c@noreply.gitlab.example.com")
+    assert slack_user(bot) is None
 
 
 @pytest.mark.parametrize(

@@ -252,6 +252,10 @@ def test_explain_a_known_service(policy: Policy) -> None:
         "Change ticket: required",
         "SLA: remind after 15m; escalate to sre after 1h, to cab after 4h; "
         "expire after 1d, then reject",
+        "Escalation (who may approve what after each step):",
+        # the default: the from: owner rules; never security-review, which no step names
+        "  after 1h: sre is notified and may also approve owner-review",
+        "  after 4h: cab is notified and may also approve owner-review, sre-signoff",
     ]
 
 
