@@ -30,6 +30,7 @@ from bot.policy import Policy
 from bot.ports import Clock, PipelineNotifier
 from bot.scheduler import Scheduler
 from bot.services.announcing import announce
+from bot.services.requesters import RequesterChecks
 from bot.services.audit import request_trail
 from bot.services.breakglass import REVIEW_JOB, remind_reviews
 from bot.services.delivery import deliver_due
@@ -70,6 +71,7 @@ class Intervals:
     """Seconds between sweeps (each can also be woken at once)."""
 
     announce: float = 2.0
+    requesters: float = 15.0
     deliveries: float = 1.0
     timers: float = 5.0
     messages: float = 1.0
@@ -193,6 +195,7 @@ def build_app(
         scheduler.every(REVIEW_JOB, 300.0, lambda: remind_reviews(deps))
         scheduler.every(Job.RETENTION, 3600.0, lambda: prune_webhook_log(deps))
         scheduler.every(Job.TIMERS, every.timers, TimersJob(deps, wake_timers).run)
+        scheduler.every(Job.REQUESTERS, every.requesters, RequesterChecks(deps).run)
         sender = MessageSender(deps, SlackChat(queue_client))
         scheduler.every(Job.MESSAGES, every.messages, sender.send_due)
         scheduler.start()

@@ -82,6 +82,9 @@ class Route:
     self_approval: bool
     require_change_ticket: bool
     sla: SlaPolicy | None
+    # The team that must also approve when the requester cannot be mapped; None: such a
+    # request is rejected (ignored when self-approval is allowed).
+    unmapped_requester_team: str | None
     on_expire: OnExpire | None  # None: the request never expires; APPROVE only at low risk
     warnings: tuple[str, ...] = ()
 
@@ -206,6 +209,11 @@ def route(
         self_approval=env.self_approval,
         require_change_ticket=env.require_change_ticket,
         sla=env.sla,
+        unmapped_requester_team=(
+            None
+            if isinstance(env.unmapped_requester, str)
+            else env.unmapped_requester.require_approval_from
+        ),
         on_expire=on_expire,
         warnings=tuple(dict.fromkeys(warnings)),
     )
@@ -267,6 +275,15 @@ def explain(policy: Policy, route: Route, *, requester: str | None = None) -> st
         if route.self_approval
         else "Self-approval: not allowed (the requester's own approval does not count)"
     )
+    if not route.self_approval:
+        lines.append(
+            "Unknown requester: "
+            + (
+                f"one approval from {route.unmapped_requester_team} is also required"
+                if route.unmapped_requester_team
+                else "the request is rejected (separation of duties cannot be enforced)"
+            )
+        )
     lines.append(
         "Change ticket: required" if route.require_change_ticket else "Change ticket: not required"
     )

@@ -124,10 +124,19 @@ class SlaPolicy(_Model):
     business_hours: BusinessHours | None = None
 
 
+class RequireApprovalFrom(_Model):
+    """`unmapped_requester: {require_approval_from: <team>}`: one more approval, from `team`."""
+
+    require_approval_from: Name
+
+
 class EnvironmentPolicy(_Model):
     rules: tuple[RulePolicy, ...] = Field(min_length=1)
     reject: RejectMode = RejectMode.ANY
     self_approval: StrictBool = False
+    # What happens when the requester cannot be mapped to a Slack user (and self_approval is
+    # false): `reject` (the default: fail closed), or one more approval from a named team.
+    unmapped_requester: Literal["reject"] | RequireApprovalFrom = "reject"
     require_change_ticket: StrictBool = False
     risk: Risk | None = None
     sla: SlaPolicy | None = None

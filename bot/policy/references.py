@@ -67,6 +67,14 @@ class _References:
             self._team_ref(("break_glass", "allowed"), glass.get("allowed"))
             self._extra_rules(("break_glass", "extra_rules"), glass.get("extra_rules"))
         self._freezes()
+        envs = self.data.get("environments")
+        for env_name, env in (envs if isinstance(envs, Mapping) else {}).items():
+            unmapped = env.get("unmapped_requester") if isinstance(env, Mapping) else None
+            if isinstance(unmapped, Mapping):
+                self._team_ref(
+                    ("environments", env_name, "unmapped_requester", "require_approval_from"),
+                    unmapped.get("require_approval_from"),
+                )
         delegation = self.data.get("delegation")
         if isinstance(delegation, Mapping):
             self._team_ref(("delegation", "to"), delegation.get("to"))

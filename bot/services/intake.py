@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass, replace
 
 from bot.domain import events
-from bot.domain.model import ApprovalRequest, ProcessedWebhook, Requester
+from bot.domain.model import ApprovalRequest, ProcessedWebhook, Requester, RequestState
+from bot.domain.requesters import needs_policy, unmapped_reason, unmapped_rule
 from bot.identity import resolve_static
 from bot.pipelines.base import InboundRequest
 from bot.ports import ConcurrencyError, UnitOfWork
 from bot.routing import RoutingError, UnknownEnvironment, route
+from bot.services.decisions import record_decision
 from bot.services.deps import Deps
 from bot.services.errors import Conflict, Unprocessable
 from bot.services.ids import new_id
@@ -51,6 +53,14 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
             f"environment {routed.environment!r} requires a change ticket (field change_ticket)"
         )
     requester = await _resolve_requester(deps, inbound.requester)
+    rules, refused = routed.rules, None
+    if needs_policy(requester, routed.self_approval):
+        if routed.unmapped_requester_team is not None:
+            rules = (*rules, unmapped_rule(routed.unmapped_requester_team))
+        elif inbound.source == "generic":  # the pipeline reads the answer: refuse, post nothing
+            raise Unprocessable(unmapped_reason(requester, routed.environment))
+        else:  # a provider's webhook answer reaches no one: reject through the provider
+            refused = unmapped_reason(requester, routed.environment)
     now = deps.clock.now()
     request = ApprovalRequest(
         id=new_id("req", now),
@@ -60,7 +70,7 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         risk=routed.risk,
         owner_team=routed.owner_team,
         channel=routed.channel,
-        rules=routed.rules,
+        rules=rules,
         reject_mode=routed.reject_mode,
         self_approval=routed.self_approval,
         requester=requester,
@@ -71,7 +81,14 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
     )
     if routed.service is None:  # shown in the card's "no owner" warning
         request.details = replace(request.details, requested_service=routed.requested_service)
-    start_sla(deps.policy, request, now)  # issue 5 starts it when a freeze ends instead
+    if refused is not None:
+        request.state, request.decided_at, request.decision_reason = (
+            RequestState.REJECTED,
+            now,
+            refused,
+        )
+    else:
+        start_sla(deps.policy, request, now)  # issue 5 starts it when a freeze ends instead
     try:
         async with deps.database.unit_of_work() as uow:
             await uow.webhooks.add(
@@ -85,6 +102,8 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
             )
             await uow.requests.add(request)
             await uow.events.append(events.request_opened(request, now))
+            if refused is not None:  # its card says why; the provider is told through the outbox
+                await record_decision(deps, uow, request, [], None, now)
             await uow.commit()
     except ConcurrencyError:
         # Another process took the same delivery id between our check and our insert.
@@ -100,6 +119,8 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         request.channel,
     )
     deps.wake(Job.ANNOUNCE)
+    if refused is not None:
+        deps.wake(Job.DELIVERIES)
     return Opened(request_id=request.id, state=request.state.value, created=True, request=request)
 
 
@@ -127,7 +148,8 @@ async def _resolve_requester(deps: Deps, requester: Requester) -> Requester:
         return resolved
     try:
         user = await deps.directory.user_by_email(requester.email)
-    except Exception:  # Slack unreachable: open the request anyway; logged with the traceback
-        log.exception("users.lookupByEmail failed; requester stays unmapped")
-        return resolved
+    except Exception:  # Slack unreachable: open the request, but nothing can approve it until
+        # a retry (bot/services/requesters.py) settles who the requester is.
+        log.warning("users.lookupByEmail failed; the requester is checked again later")
+        return replace(resolved, checking=True)
     return replace(resolved, slack_user=user) if user else resolved

@@ -275,7 +275,7 @@ class Voting:
             voters = {v.voter for v in snapshot.votes} | {
                 v.actor for v in snapshot.votes if v.actor
             }
-            people = {uid: await deps.directory.user(uid) for uid in sorted(voters)}
+            people = {uid: await deps.directory.user(uid, fresh=True) for uid in sorted(voters)}
         except Exception:
             log.warning("could not re-check %s with Slack", command.request_id, exc_info=True)
             return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)

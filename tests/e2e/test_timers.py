@@ -135,7 +135,9 @@ async def test_reminders_go_to_eligible_non_voters_once(timed: Env, clock: Fixed
     assert (await kinds_of(timed, request_id)).count(EventKind.REMINDER_SENT) == 1
 
 
-async def test_escalation_ladder_widens_who_may_vote(timed: Env, clock: FixedClock) -> None:
+async def test_escalation_ladder_widens_the_owner_rules(timed: Env, clock: FixedClock) -> None:
+    """Each step lets its team also fill the `from: owner` rules (the default `for_rules`), and
+    nothing else: sre-signoff stays sre's."""
     request_id = await timed.open()
     posted = await timed.slack.wait_for(
         "chat.postMessage", lambda c: c.ok and request_id in texts(c.args)
@@ -145,7 +147,9 @@ async def test_escalation_ladder_widens_who_may_vote(timed: Env, clock: FixedClo
     assert refused.refusal is not None
     assert refused.refusal.code is RefusalCode.NOT_ELIGIBLE
     _, data = await timed.quorum.status(request_id)
-    assert data["next_timer"] == "escalates to release-managers in 30 min"
+    assert data["next_timer"] == (
+        "escalates to release-managers in 30 min, who may then also approve owner-review"
+    )
     assert data["escalation_level"] == 0
 
     clock.advance(timedelta(minutes=31))
@@ -157,23 +161,40 @@ async def test_escalation_ladder_widens_who_may_vote(timed: Env, clock: FixedClo
     assert thread[0].args["channel"] == "C0WEB"
     assert thread[0].args["thread_ts"] == card_ts
     assert f"<@{RM[0]}> <@{RM[1]}>" in thread[0].args["text"]
+    assert "you may now also approve owner-review (or reject it)" in thread[0].args["text"]
     await timed.slack.wait_for(
-        "chat.update", lambda c: "Escalated (level 1)" in texts(c.args), timeout=10
+        "chat.update",
+        lambda c: (
+            "Escalated (level 1): release-managers may also approve owner-review" in texts(c.args)
+        ),
+        timeout=10,
     )
     _, data = await timed.quorum.status(request_id)
     assert data["escalation_level"] == 1
-    assert data["next_timer"] == "escalates to cab in 29 min"
+    assert (
+        data["next_timer"] == "escalates to cab in 29 min, who may then also approve owner-review"
+    )
+    assert [r["widened_by"] for r in data["rules"]] == [["release-managers"], []]
 
-    # The escalated team's member may vote now, and the vote counts.
+    # The escalated team's members may fill owner-review now, and their votes count; once it is
+    # met they are not needed: sre-signoff is not theirs to give.
     assert (await vote(timed, RM[0], request_id)).vote is not None
+    assert (await vote(timed, RM[1], request_id)).vote is not None
     _, data = await timed.quorum.status(request_id)
-    assert [v["user"] for v in data["votes"]] == [RM[0]]
-    assert data["rules"][0]["approved_by"] == [RM[0]]
+    assert [v["user"] for v in data["votes"]] == [RM[0], RM[1]]
+    assert data["rules"][0]["approved_by"] == [RM[0], RM[1]]
+    assert data["rules"][1]["approved_by"] == []
+    assert data["state"] == "pending"
 
     clock.advance(timedelta(minutes=30))
     await run_due(timed.quorum.deps)
     await run_due(timed.quorum.deps)
     assert await escalations(timed, request_id) == [1, 2]
+    _, data = await timed.quorum.status(request_id)
+    assert [r["widened_by"] for r in data["rules"]] == [["release-managers", "cab"], []]
+    refused = await vote(timed, CAB[0], request_id)  # owner-review is met; sre-signoff is sre's
+    assert refused.refusal is not None
+    assert refused.refusal.code is RefusalCode.NOT_NEEDED
     await timed.slack.wait_for("chat.postMessage", lambda c: c.args.get("channel") == "C0CAB")
     level_two = await timed.slack.wait_for(
         "chat.postMessage", lambda c: "Escalated (level 2)" in str(c.args.get("text")), count=2
@@ -244,7 +265,9 @@ async def test_business_hours_hold_the_ladder_over_the_weekend(
         assert await escalations(env, request_id) == []
         _, data = await env.quorum.status(request_id)
         # Monday 10:00 BST (clocks went forward on Sunday) is 09:00 UTC: 45 h away.
-        assert data["next_timer"] == "escalates to cab in 1 d 21 h"
+        assert data["next_timer"] == (
+            "escalates to cab in 1 d 21 h, who may then also approve owner-review"
+        )
         assert data["next_timer_at"] == "2026-03-30T09:00:00Z"
         clock.set(datetime(2026, 3, 30, 8, 59, tzinfo=UTC))
         await run_due(env.quorum.deps)

@@ -237,6 +237,10 @@ class FakeSlack:
             failure = _Failure(status or 200, retry_after if status == 429 else None, error, count)
         self._failures.setdefault(method, []).append(failure)
 
+    def recover(self, method: str) -> None:
+        """Drop the failures still queued for `method`."""
+        self._failures.pop(method, None)
+
     def dm_channel(self, user: str) -> str:
         """The DM channel id conversations.open returns for `user`."""
         return self._dm_channels.setdefault(user, f"D{user}")
