@@ -30,7 +30,6 @@ from bot.policy import Policy
 from bot.ports import Clock, PipelineNotifier
 from bot.scheduler import Scheduler
 from bot.services.announcing import announce
-from bot.services.requesters import RequesterChecks
 from bot.services.audit import request_trail
 from bot.services.breakglass import REVIEW_JOB, remind_reviews
 from bot.services.delivery import deliver_due
@@ -39,6 +38,7 @@ from bot.services.freezes import FREEZE_JOB, sync_frozen_requests
 from bot.services.intake import Opened, open_request
 from bot.services.jobs import Job
 from bot.services.messaging import MessageSender
+from bot.services.requesters import RequesterChecks
 from bot.services.retention import prune_webhook_log
 from bot.services.status import Backlog, RequestStatus, backlog, request_status
 from bot.services.timers import TimersJob

@@ -50,7 +50,16 @@ def describe_requester(policy: Policy, route: Route, value: str) -> str:
         how = (
             "would be looked up by email in Slack (users.lookupByEmail)"
             if resolved.email and policy.identities.email_lookup
-            else "cannot be mapped to a Slack user; separation of duties cannot be enforced"
+            else "cannot be mapped to a Slack user"
+            + (
+                ""
+                if route.self_approval
+                else (
+                    f"; one approval from {route.unmapped_requester_team} is also required"
+                    if route.unmapped_requester_team
+                    else "; the request would be refused (unmapped_requester: reject)"
+                )
+            )
         )
         return f"requested by {value}: {how}"
     who = f"<@{resolved.slack_user}>"

@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.domain.durations import format_duration
 from bot.domain.model import Risk
+from bot.domain.requesters import UNMAPPED_RULE
 from bot.policy.types import OWNER, Loc, OnExpire, _count, _format_loc, _try_duration
 
 
@@ -222,10 +223,13 @@ class _References:
 
     def _for_rules(self, loc: Loc, names: Any, env: Mapping[str, Any]) -> None:
         """Each rule an escalation step names must be one a request of this environment can
-        have: the environment's own, a risk tier's or break-glass's extra rules."""
+        have: the environment's own, a risk tier's or break-glass's extra rules, and the rule an
+        unmapped requester adds where `unmapped_requester` requires an approval."""
         if not isinstance(names, list):
             return
         known = _rule_names(env.get("rules"))
+        if isinstance(env.get("unmapped_requester"), Mapping):
+            known.add(UNMAPPED_RULE)
         risk = self.data.get("risk")
         for body in (risk if isinstance(risk, Mapping) else {}).values():
             if isinstance(body, Mapping):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Env, running_env
+from tests.e2e.harness import DEPUTIES_POLICY, Env, running_env
 from tests.storage.dbs import DB_KINDS, DbKind, fresh_database_url
 
 
@@ -21,4 +21,11 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 @pytest.fixture
 async def env(db_url: str) -> AsyncIterator[Env]:
     async with running_env(db_url) as running:
+        yield running
+
+
+@pytest.fixture
+async def deputies_env(db_url: str) -> AsyncIterator[Env]:
+    """A running Quorum whose policy lets anyone delegate to the `deputies` team only."""
+    async with running_env(db_url, policy=DEPUTIES_POLICY) as running:
         yield running

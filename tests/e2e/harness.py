@@ -72,6 +72,13 @@ POLICY: dict[str, Any] = {
     "identities": {"github": {"octo-web": "U0WEB1"}, "email_lookup": True},
 }
 SRE = ["U0SRE1", "U0SRE2"]
+# Stand-ins who are in no approving team: delegations to them are allowed by `delegation.to`.
+DEPUTIES = ["U0OUT1", "U0OUT2"]
+DEPUTIES_POLICY: dict[str, Any] = {
+    **POLICY,
+    "teams": {**POLICY["teams"], "deputies": {"members": DEPUTIES}},
+    "delegation": {"to": "deputies"},
+}
 
 
 def body_for(**overrides: Any) -> dict[str, Any]:

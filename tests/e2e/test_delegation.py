@@ -17,7 +17,8 @@ async def _ephemeral_to(env: Env, user: str, count: int = 1) -> str:
     return str(calls[-1].args["text"])
 
 
-async def test_delegate_votes_on_behalf_and_counts_once(env: Env) -> None:
+async def test_delegate_votes_on_behalf_and_counts_once(deputies_env: Env) -> None:
+    env = deputies_env
     env.slack.add_user(OWNER_2, tz="America/New_York")
     reply = await command(
         env, "/approvals", OWNER_2, f"delegate <@{OUTSIDER}|out> until tomorrow 18:00 production"

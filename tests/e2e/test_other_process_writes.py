@@ -53,7 +53,10 @@ async def test_a_freeze_from_another_process_stops_the_next_approval(env: Env) -
     assert len(await _votes(env, request_id)) == 1
 
 
-async def test_a_delegation_revoked_by_another_process_no_longer_counts(env: Env) -> None:
+async def test_a_delegation_revoked_by_another_process_no_longer_counts(
+    deputies_env: Env,
+) -> None:
+    env = deputies_env
     reply = await command(env, "/approvals", OWNER_2, f"delegate <@{DELEGATE}|d> for 4h")
     assert reply.text.startswith(f"<@{DELEGATE}> may now vote on your behalf"), reply.text
     first = await env.open()

@@ -28,6 +28,7 @@ from bot.domain.model import (
     VoteKind,
 )
 from bot.domain.quorum import eligible_rules, is_eligible, tally, would_help
+from bot.domain.requesters import unmapped_rule
 from bot.domain.sla import (
     EscalationStep,
     SlaSpec,
@@ -37,7 +38,8 @@ from bot.domain.sla import (
     widened_names,
 )
 from bot.policy import Policy, PolicyError
-from bot.routing import explain, route
+from bot.routing import break_glass_rules, explain, route
+from bot.services.timers import with_reached_escalations
 from handlers.blocks import escalation_text, render_card
 from storage.repositories.requests import _rules_from_json, _rules_to_json
 
@@ -48,7 +50,7 @@ OWNER = Rule("owner-review", "payments", 1)  # from: owner, resolved
 SRE_SIGNOFF = Rule("sre-signoff", "sre", 1)  # the environment's own rule from a named team
 SECURITY = Rule("security-review", "security", 1, origin="risk:high")
 GLASS = Rule("second-rm", "release-managers", 1, origin="break-glass", excluded=("rm1",))
-VOUCH = Rule("requester-vouch", "payments", 1, origin="unmapped-requester")
+VOUCH = unmapped_rule("payments")  # requester-unknown, origin unmapped-requester
 # A rule named like an owner rule but added by a risk tier: the default never widens it.
 LOOKALIKE = Rule("owner-review", "payments", 1, origin="risk:high")
 RULES = (OWNER, SRE_SIGNOFF, SECURITY, GLASS, VOUCH)
@@ -97,9 +99,9 @@ WIDENS = [
     (
         "explicit: an unmapped requester's rule when named",
         RULES,
-        step("sre", ("requester-vouch",)),
+        step("sre", ("requester-unknown",)),
         {
-            "requester-vouch": ("sre",),
+            "requester-unknown": ("sre",),
         },
     ),
     (
@@ -147,7 +149,7 @@ ESCALATED = widen(widen(RULES, step("sre")), step("cab", ("second-rm",)))
 MAY_FILL = [
     ("an escalated sre member fills owner-review", "sre1", ("owner-review", "sre-signoff")),
     ("but never security-review, which no step names", "sre2", ("owner-review", "sre-signoff")),
-    ("the owner team keeps its own rules", "pay1", ("owner-review", "requester-vouch")),
+    ("the owner team keeps its own rules", "pay1", ("owner-review", "requester-unknown")),
     ("security still fills security-review", "sec1", ("security-review",)),
     ("a named break-glass rule admits the escalated team", "cab1", ("second-rm",)),
     ("exclusions bind widened members too", "rm1", ()),
@@ -319,6 +321,22 @@ def test_for_rules_must_name_rules_a_request_can_have(
     assert info.value.errors == expected
 
 
+def test_for_rules_may_name_the_unmapped_requester_rule_where_it_can_exist() -> None:
+    data = with_steps({"after": "1h", "to": "sre", "for_rules": ["requester-unknown"]})
+    with pytest.raises(PolicyError) as info:
+        Policy.from_mapping(data, "quorum.yml")
+    assert info.value.errors == [
+        f"{PREFIX}[0].for_rules[0]: unknown rule 'requester-unknown' ({KNOWN})"
+    ]
+    production = data["environments"]["production"]
+    production["unmapped_requester"] = {"require_approval_from": "security"}
+    policy = Policy.from_mapping(data, "quorum.yml")
+    env = policy.environments["production"]
+    assert env.sla is not None
+    rung = env.sla.escalate[0].ladder_step(env)
+    assert widened_names((OWNER, VOUCH), rung) == ("requester-unknown",)
+
+
 def test_for_rules_must_be_a_list_of_names() -> None:
     with pytest.raises(PolicyError) as info:
         Policy.from_mapping(with_steps({"after": "1h", "to": "sre", "for_rules": "x"}), "q.yml")
@@ -484,3 +502,29 @@ def test_the_card_says_who_may_approve_what(
     assert expected.endswith(escalation_text(request))
     card = render_card(request, tally(rules, TEAMS, [], RejectMode.ANY), [], now=T0)
     assert any(expected in str(block) for block in card.blocks)
+
+
+BREAK_GLASS_AFTER_ESCALATION = [
+    ("the default never widens break-glass's rule", None, 1, ()),
+    ("a fired step that names it widens it", ["owner-review", "second-rm"], 1, ("sre",)),
+    ("a step not yet fired does not", ["owner-review", "second-rm"], 0, ()),
+]
+
+
+@pytest.mark.parametrize(
+    ("for_rules", "level", "expected"),
+    [case[1:] for case in BREAK_GLASS_AFTER_ESCALATION],
+    ids=[c[0] for c in BREAK_GLASS_AFTER_ESCALATION],
+)
+def test_rules_added_after_an_escalation_get_the_widening_of_fired_steps(
+    for_rules: list[str] | None, level: int, expected: tuple[str, ...]
+) -> None:
+    entry: dict[str, Any] = {"after": "1h", "to": "sre"}
+    if for_rules is not None:
+        entry["for_rules"] = for_rules
+    policy = Policy.from_mapping(with_steps(entry))
+    request = make_request((OWNER,), level)
+    (added,) = with_reached_escalations(
+        policy, request, break_glass_rules(policy, owner_team="payments")
+    )
+    assert (added.name, added.widened_by) == ("second-rm", expected)

@@ -478,7 +478,7 @@ ERROR_CASES: list[tuple[str, tuple[tuple[str, Any], ...], list[str]]] = [
         [
             "quorum.yml: colour: unknown key 'colour' (allowed: version, timezone, defaults, "
             "teams, services, environments, risk, freezes, release_managers, break_glass, "
-            "identities, gitlab)"
+            "identities, gitlab, delegation)"
         ],
     ),
     (

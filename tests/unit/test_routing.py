@@ -249,6 +249,7 @@ def test_explain_a_known_service(policy: Policy) -> None:
         "     eligible: static members: <@U0SEC1>, <@U0SEC2>",
         "Reject mode: any (one eligible rejection rejects the request)",
         "Self-approval: not allowed (the requester's own approval does not count)",
+        "Unknown requester: the request is rejected (separation of duties cannot be enforced)",
         "Change ticket: required",
         "SLA: remind after 15m; escalate to sre after 1h, to cab after 4h; "
         "expire after 1d, then reject",

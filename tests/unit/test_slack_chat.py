@@ -233,10 +233,16 @@ async def test_user_reads_the_flags_that_decide_trust(
     guest, gone, ext, grid = [
         await directory.user(uid) for uid in ("U0GUEST", "U0GONE", "U0EXT", "U0GRID")
     ]
-    assert guest is not None and guest.is_restricted and not guest.deleted
-    assert gone is not None and gone.deleted
-    assert ext is not None and ext.is_stranger and ext.team_id == "T0OTHER"
-    assert grid is not None and grid.enterprise_id == "E0ORG"
+    assert guest is not None
+    assert guest.is_restricted
+    assert not guest.deleted
+    assert gone is not None
+    assert gone.deleted
+    assert ext is not None
+    assert ext.is_stranger
+    assert ext.team_id == "T0OTHER"
+    assert grid is not None
+    assert grid.enterprise_id == "E0ORG"
     assert await directory.user("U0NOBODY") is None
 
 
