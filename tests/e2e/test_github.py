@@ -140,6 +140,27 @@ async def test_the_human_behind_a_bot_created_deployment_cannot_approve(gh: GitH
     assert state["votes"] == []
 
 
+async def test_a_bot_triggered_run_whose_human_is_unknown_is_rejected_through_github(
+    gh: GitHubEnv,
+) -> None:
+    """Separation of duties fails closed: no human can be mapped (the run lookup fails and the
+    creator is a bot), so production refuses it; GitHub hears it, the channel sees the card."""
+    payload = protection_rule(gh.github.callback_url(), with_sha_ref=True)
+    for user in (payload["deployment"]["creator"], payload["sender"]):
+        user.update(login="github-actions[bot]", type="Bot")
+    status, data = await gh.deliver(payload, delivery="d-bot-unknown")  # no run: lookup 404s
+    assert status == 202, data
+    request_id = data["id"]
+
+    [review] = await gh.github.wait_for(lambda r: "state" in r.body)
+    assert review.body["state"] == "rejected"
+    assert "cannot map the requester" in review.body["comment"]
+    card = await gh.env.card_of(request_id)
+    assert "cannot map the requester" in _blocks_text(card)
+    _, state = await gh.env.quorum.status(request_id)
+    assert state["state"] == "rejected"
+
+
 def _blocks_text(card: dict[str, Any]) -> str:
     return json.dumps(card.get("blocks"), ensure_ascii=False)
 

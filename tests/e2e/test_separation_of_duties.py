@@ -1,18 +1,20 @@
 """Separation-of-duties attacks, end to end through signed HTTP on SQLite and PostgreSQL: every row
 is refused with an explanation and changes nothing.
 
-Escalated teams filling a specialist rule: tests/e2e/test_timers.py; delegations the policy
-forbids: tests/e2e/test_delegation_policy.py; pipelines naming a bot: the adapters' tests.
+Escalated teams filling a specialist rule: tests/e2e/test_escalation_scope.py; GitHub bot
+creators and GitLab usernames: tests/e2e/test_github.py, test_gitlab.py and the adapters' tests.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from bot.app import RUNTIME
 from bot.services.requesters import RequesterChecks
 from handlers.action_ids import ActionId
 from tests.e2e.harness import SRE, Env, body_for
@@ -270,3 +272,85 @@ async def test_a_requester_slack_never_finds_is_rejected_once_slack_answers(env:
     assert "cannot map the requester" in (request.decision_reason or "")
     callbacks = await env.pipeline.wait_for(1)
     assert callbacks[0].body["decision"] == "rejected"
+
+
+# --- delegation the policy or Slack does not allow --------------------------------------------
+
+# (name, how the fake workspace sees OWNER_3, the command's text, what the refusal says)
+DELEGATIONS: list[tuple[str, dict[str, Any] | None, str, str]] = [
+    ("to a guest", {"is_restricted": True}, f"delegate <@{OWNER_3}> for 1d", "guest"),
+    ("to a bot", {"is_bot": True}, f"delegate <@{OWNER_3}> for 1d", "bot"),
+    ("to a deactivated user", {"deleted": True}, f"delegate <@{OWNER_3}> for 1d", "deactivated"),
+    (
+        "to an external user",
+        {"team_id": "T0OTHER", "is_stranger": True},
+        f"delegate <@{OWNER_3}> for 1d",
+        "another organisation",
+    ),
+    ("to someone Slack does not know", None, f"delegate <@{OWNER_3}> for 1d", "does not know"),
+    ("for ten years", {}, f"delegate <@{OWNER_3}> for 520w", "14 days"),
+    ("until 2099", {}, f"delegate <@{OWNER_3}> until 2099-12-31", "14 days"),
+    ("to someone outside the teams", {}, "delegate <@U0OUT9> for 1d", "not in any team"),
+]
+
+
+@pytest.mark.parametrize(
+    ("slack_user", "text", "says"),
+    [pytest.param(user, text, says, id=name) for name, user, text, says in DELEGATIONS],
+)
+async def test_a_delegation_the_policy_forbids_is_refused(
+    env: Env, slack_user: dict[str, Any] | None, text: str, says: str
+) -> None:
+    if slack_user is None:
+        env.slack.remove_user(OWNER_3)
+    elif slack_user:
+        env.slack.add_user(OWNER_3, **slack_user)
+
+    reply = await command(env, "/approvals", OWNER_2, text)
+
+    assert says in reply.text, reply.text
+    async with env.quorum.deps.database.unit_of_work(read_only=True) as uow:
+        assert await uow.delegations.list_active(env.quorum.clock.now()) == []
+
+
+async def test_a_delegation_only_where_it_is_not_honoured_is_refused(db_url: str) -> None:
+    from tests.e2e.harness import POLICY, running_env
+
+    policy = {**POLICY, "delegation": {"not_honoured_in": ["production"]}}
+    async with running_env(db_url, policy=policy) as env:
+        reply = await command(
+            env, "/approvals", OWNER_2, f"delegate <@{OWNER_3}> for 1d production"
+        )
+
+        assert "production" in reply.text
+        assert "may now vote" not in reply.text, reply.text
+        async with env.quorum.deps.database.unit_of_work(read_only=True) as uow:
+            assert await uow.delegations.list_active(env.quorum.clock.now()) == []
+
+
+async def test_a_stored_delegation_the_current_policy_forbids_does_not_count(env: Env) -> None:
+    """Stored under an older, laxer policy: to someone outside the teams, for 30 days."""
+    from bot.domain.model import Delegation
+
+    request_id = await env.open()
+    now = env.quorum.clock.now()
+    async with env.quorum.deps.database.unit_of_work() as uow:
+        await uow.delegations.add(
+            Delegation(
+                id="dlg_old",
+                delegator=OWNER_2,
+                delegate="U0OUT9",
+                environments=(),
+                starts_at=now,
+                ends_at=now + timedelta(days=30),
+                created_at=now,
+            )
+        )
+        await uow.commit()
+    assert env.quorum.app is not None  # the vote path caches delegations for a few seconds
+    env.quorum.app[RUNTIME].voting.forget_delegations()
+
+    await env.quorum.click(ActionId.approve, "U0OUT9", request_id)
+
+    assert "not an approver" in await refusal_to(env, "U0OUT9")
+    assert await votes_of(env, request_id) == []
