@@ -150,17 +150,20 @@ def _run_ack_only(port: int, slack_url: str, ready: Any) -> None:
 # --- load generator --------------------------------------------------------------------------
 
 
-def _click_body(user: str, request_id: str) -> bytes:
+def _click_body(user: str, request_id: str, card_ts: str = "1.2") -> bytes:
+    """A click on the request's card, from the fake Slack's workspace for Quorum's app (the
+    vote path checks all three)."""
     from handlers.action_ids import encode_button_value
+    from tests.fakes.slack_api import APP_ID, TEAM_ID
 
     payload = {
         "type": "block_actions",
-        "user": {"id": user, "username": user, "name": user, "team_id": "T0BENCH"},
-        "api_app_id": "A0BENCH",
+        "user": {"id": user, "username": user, "name": user, "team_id": TEAM_ID},
+        "api_app_id": APP_ID,
         "token": "verification_token",
-        "container": {"type": "message", "message_ts": "1.2", "channel_id": "C0BENCH"},
+        "container": {"type": "message", "message_ts": card_ts, "channel_id": "C0BENCH"},
         "trigger_id": f"trigger-{user}",
-        "team": {"id": "T0BENCH", "domain": "bench"},
+        "team": {"id": TEAM_ID, "domain": "bench"},
         "channel": {"id": "C0BENCH", "name": "bench"},
         "actions": [
             {
@@ -300,9 +303,9 @@ def _profile(pid: int | None, tag: int) -> subprocess.Popen[bytes] | None:
     return spy
 
 
-def _wait_for_cards(db_path: str, requests: list[str], timeout: float = 60.0) -> None:
+def _wait_for_cards(db_path: str, requests: list[str], timeout: float = 60.0) -> dict[str, str]:
     """Approvers click buttons on cards that are in the channel: wait until every card is posted
-    (read-only, straight from the SQLite file)."""
+    (read-only, straight from the SQLite file); each request's card ts."""
     import sqlite3
 
     deadline = time.monotonic() + timeout
@@ -313,8 +316,12 @@ def _wait_for_cards(db_path: str, requests: list[str], timeout: float = 60.0) ->
                 f"SELECT count(*) FROM requests WHERE message_ts IS NOT NULL AND id IN ({marks})"  # noqa: S608
             )
             (posted,) = db.execute(query, requests).fetchone()  # placeholders only
-        if posted == len(requests):
-            return
+            if posted == len(requests):
+                rows = db.execute(
+                    f"SELECT id, message_ts FROM requests WHERE id IN ({marks})",  # noqa: S608
+                    requests,
+                ).fetchall()
+                return {str(rid): str(ts) for rid, ts in rows}
         time.sleep(0.1)
     raise RuntimeError(f"only {posted} of {len(requests)} cards were posted")
 
@@ -323,10 +330,12 @@ def _round(
     base: str, ack_base: str, db_path: str, n_requests: int, concurrency: int, tag: int
 ) -> dict[str, Any]:
     requests = asyncio.run(_open_requests(base, n_requests, tag))
-    _wait_for_cards(db_path, requests)
+    cards = _wait_for_cards(db_path, requests)
     # Interleave requests so concurrent clicks hit many requests, as in a busy workspace.
     bodies = [
-        _click_body(MEMBERS[u], requests[r]) for u in range(APPROVALS) for r in range(n_requests)
+        _click_body(MEMBERS[u], requests[r], cards[requests[r]])
+        for u in range(APPROVALS)
+        for r in range(n_requests)
     ]
     q_main = _cpu_seconds(PIDS["quorum"], PIDS["quorum"])  # the event loop's thread
     q_cpu = _cpu_seconds(PIDS["quorum"]), _cpu_seconds(PIDS["slack"])

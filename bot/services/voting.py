@@ -275,7 +275,11 @@ class Voting:
             voters = {v.voter for v in snapshot.votes} | {
                 v.actor for v in snapshot.votes if v.actor
             }
-            people = {uid: await deps.directory.user(uid, fresh=True) for uid in sorted(voters)}
+            ordered = sorted(voters)  # asked together: a decision may have many voters
+            answers = await asyncio.gather(
+                *(deps.directory.user(uid, fresh=True) for uid in ordered)
+            )
+            people = dict(zip(ordered, answers, strict=True))
         except Exception:
             log.warning("could not re-check %s with Slack", command.request_id, exc_info=True)
             return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
