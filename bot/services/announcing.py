@@ -59,10 +59,19 @@ def card_warnings(request: ApprovalRequest) -> tuple[str, ...]:
     if request.service is None:
         named = request.details.requested_service or "the service"
         warnings.append(f"No owner: {named!r} is not in the policy; routed to the default channel.")
-    if request.requester.slack_user is None and not request.self_approval:
+    if request.requester.checking:
         warnings.append(
-            "The requester could not be matched to a Slack user, so Quorum cannot stop them "
-            "approving their own deployment. Check who you are approving for."
+            "Checking requester: Slack could not be asked who requested this deployment yet, "
+            "so no approval counts until Quorum knows (it retries)."
+        )
+    elif request.requester.slack_user is None and not request.self_approval:
+        warnings.append(
+            "Requester unknown: the requester could not be matched to a Slack user"
+            + (
+                f", so {request.rules[-1].team} must also approve (rule requester-unknown)."
+                if request.rules and request.rules[-1].origin == "unmapped-requester"
+                else "; separation of duties cannot be enforced, so Quorum refused it."
+            )
         )
     if note := external_status_note(request):
         warnings.append(note)

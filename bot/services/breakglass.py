@@ -11,6 +11,7 @@ from bot.domain import events
 from bot.domain.decisions import apply_outcome
 from bot.domain.errors import DomainError, RequestNotFound
 from bot.domain.model import ApprovalRequest, OutgoingMessage, Rule
+from bot.domain.people import person_refusal
 from bot.domain.quorum import tally
 from bot.domain.when import describe
 from bot.policy import Policy
@@ -44,6 +45,16 @@ async def may_break_glass(deps: Deps, request_id: str, actor: str) -> ApprovalRe
     members = await team_members(deps, [glass.allowed])
     if actor not in members.get(glass.allowed, frozenset()):
         raise DomainError(f"Only members of {glass.allowed} may break glass.")
+    try:  # who Slack says the release manager is, asked now: break glass fails closed
+        installation = await deps.directory.installation()
+        person = await deps.directory.user(actor, fresh=True)
+    except Exception:
+        raise DomainError(
+            "Quorum could not check with Slack who you are, so glass was not broken. "
+            "Try again in a minute."
+        ) from None
+    if (why := person_refusal(actor, person, installation)) is not None:
+        raise DomainError(f"{why} Glass was not broken.")
     async with deps.database.unit_of_work(read_only=True) as uow:
         request = await uow.requests.get(request_id)
     if request is None:

@@ -354,3 +354,25 @@ async def test_a_stored_delegation_the_current_policy_forbids_does_not_count(env
 
     assert "not an approver" in await refusal_to(env, "U0OUT9")
     assert await votes_of(env, request_id) == []
+
+
+async def test_a_release_manager_slack_no_longer_vouches_for_cannot_break_glass(
+    db_url: str,
+) -> None:
+    async with glass_env(db_url) as env:
+        request_id = await env.open()
+        env.slack.add_user(RM_1, deleted=True)
+
+        reply = await command(env, "/approvals", RM_1, f"breakglass {request_id} outage")
+
+        assert "deactivated" in reply.text, reply.text
+        assert not (await stored(env, request_id)).break_glass
+
+
+async def test_the_card_says_the_requester_is_being_checked(env: Env) -> None:
+    env.slack.fail_next("users.lookupByEmail", status=503, count=1000)
+
+    request_id = await env.open(requested_by={"email": "web2@example.com"})
+
+    card = await env.card_of(request_id)
+    assert "Checking requester" in json.dumps(card["blocks"])
