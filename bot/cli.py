@@ -95,12 +95,19 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per sweep otherwise
 
 
-def _check_config(path: Path) -> int:
+def _load_or_report(path: Path) -> Policy | None:
+    """The policy, or None after printing every error in it."""
     try:
-        policy = load_policy(path)
+        return load_policy(path)
     except PolicyError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
+        return None
+
+
+def _check_config(path: Path) -> int:
+    policy = _load_or_report(path)
+    if policy is None:
         return EXIT_INVALID
     print(summary(policy))
     return EXIT_OK
@@ -117,11 +124,8 @@ def _check_config_live(path: Path, settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_SETTINGS
-    try:
-        policy = load_policy(path)
-    except PolicyError as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
+    policy = _load_or_report(path)
+    if policy is None:
         return EXIT_INVALID
     try:
         report = asyncio.run(_ask_slack(policy, token.get_secret_value(), settings.slack_api_url))

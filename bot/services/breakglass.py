@@ -11,7 +11,6 @@ from bot.domain import events
 from bot.domain.decisions import apply_outcome
 from bot.domain.errors import DomainError, RequestNotFound
 from bot.domain.model import ApprovalRequest, OutgoingMessage, Rule
-from bot.domain.people import person_refusal
 from bot.domain.quorum import tally
 from bot.domain.when import describe
 from bot.policy import Policy
@@ -21,6 +20,7 @@ from bot.services.deps import Deps
 from bot.services.freezes import is_release_manager, policy_zone, require_release_manager
 from bot.services.ids import new_id
 from bot.services.jobs import Job
+from bot.services.people import SlackUnavailable, refusal_for
 from bot.services.teams import request_team_members, team_members
 from bot.services.timers import with_reached_escalations
 
@@ -46,14 +46,13 @@ async def may_break_glass(deps: Deps, request_id: str, actor: str) -> ApprovalRe
     if actor not in members.get(glass.allowed, frozenset()):
         raise DomainError(f"Only members of {glass.allowed} may break glass.")
     try:  # who Slack says the release manager is, asked now: break glass fails closed
-        installation = await deps.directory.installation()
-        person = await deps.directory.user(actor, fresh=True)
-    except Exception:
+        why = await refusal_for(deps, actor, fresh=True)
+    except SlackUnavailable:
         raise DomainError(
             "Quorum could not check with Slack who you are, so glass was not broken. "
             "Try again in a minute."
         ) from None
-    if (why := person_refusal(actor, person, installation)) is not None:
+    if why is not None:
         raise DomainError(f"{why} Glass was not broken.")
     async with deps.database.unit_of_work(read_only=True) as uow:
         request = await uow.requests.get(request_id)

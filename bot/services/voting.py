@@ -44,6 +44,7 @@ from bot.services.delegations import delegation_terms
 from bot.services.deps import Deps
 from bot.services.freezes import frozen_reason_in, windows_from
 from bot.services.jobs import Job
+from bot.services.people import SlackUnavailable, installation, refusal_for
 from bot.services.teams import request_team_members
 
 log = logging.getLogger(__name__)
@@ -230,21 +231,18 @@ class Voting:
         """None when Slack vouches for the click: sent for Quorum's app in its workspace, on the
         request's card, by a full member of the workspace (not a guest, bot, deactivated or
         external user)."""
-        directory = self._deps.directory
         try:
-            installation = await directory.installation()
-            person = await directory.user(command.actor)
-        except Exception:
+            interaction = command.interaction
+            if interaction is not None:
+                why = interaction_refusal(interaction, await installation(self._deps))
+                if why is None and command.on_card:
+                    why = await self._card_refusal(snapshot, interaction)
+                if why is not None:
+                    return Refusal(RefusalCode.UNVERIFIED, why)
+            why = await refusal_for(self._deps, command.actor)
+        except SlackUnavailable:
             log.warning("could not verify %s with Slack", command.actor, exc_info=True)
             return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
-        interaction = command.interaction
-        if interaction is not None:
-            why = interaction_refusal(interaction, installation)
-            if why is None and command.on_card:
-                why = await self._card_refusal(snapshot, interaction)
-            if why is not None:
-                return Refusal(RefusalCode.UNVERIFIED, why)
-        why = person_refusal(command.actor, person, installation)
         if why is not None:
             return Refusal(RefusalCode.UNVERIFIED, f"{why} Your vote was not recorded.")
         return None
