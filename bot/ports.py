@@ -390,11 +390,15 @@ class Directory(Protocol):
     """Who is who in Slack."""
 
     async def usergroup_members(self, usergroup: str, *, fresh: bool = False) -> frozenset[str]:
-        """The group's members, cached briefly; `fresh` asks Slack now (a deciding vote)."""
+        """The group's members, cached briefly.
+
+        `fresh` (a deciding vote): as Slack answered within the last second."""
         ...
 
     async def user(self, user_id: str, *, fresh: bool = False) -> SlackUser | None:
-        """Who Slack says `user_id` is (`users.info`), cached briefly; `fresh` asks Slack now.
+        """Who Slack says `user_id` is (`users.info`), cached briefly.
+
+        `fresh`: as Slack answered within the last second.
         None when Slack does not know the user; raises when Slack cannot be asked."""
         ...
 

@@ -20,38 +20,50 @@ T = TypeVar("T")
 USERGROUP_TTL = timedelta(minutes=5)
 # A click is checked against who Slack says the clicker is; a deciding vote asks Slack afresh.
 USER_TTL = timedelta(seconds=60)
+# "Afresh" (a deciding vote, check-config --live): an answer Slack gave within this window.
+FRESH_WINDOW = timedelta(seconds=1)
 
 
 class _Cache(Generic[T]):
-    """Values per key for `ttl` (on the injected clock), stamped with the time they were asked."""
+    """Values per key for `ttl` (on the injected clock), stamped with the time they were asked.
+    A `fresh` read takes only an answer asked within `fresh_window`: many deciding votes at
+    once (each re-checks every voter of its request) share one lookup per person instead of
+    asking Slack again for each."""
 
-    def __init__(self, clock: Clock, ttl: timedelta) -> None:
+    def __init__(self, clock: Clock, ttl: timedelta, fresh_window: timedelta) -> None:
         self._clock = clock
         self._ttl = ttl
+        self._fresh_window = fresh_window
         self._values: dict[str, tuple[datetime, T]] = {}
-        self._inflight: dict[str, asyncio.Task[T]] = {}
+        self._inflight: dict[str, tuple[datetime, asyncio.Task[T]]] = {}
 
     async def get(self, key: str, fetch: Callable[[], Awaitable[T]], *, fresh: bool) -> T:
+        now = self._clock.now()
+        max_age = self._fresh_window if fresh else self._ttl
         cached = self._values.get(key)
-        if not fresh and cached is not None and self._clock.now() - cached[0] < self._ttl:
+        if cached is not None and now - cached[0] < max_age:
             return cached[1]
-        task = self._inflight.get(key)
-        if task is None or fresh:
-            task = asyncio.create_task(self._fetch(key, fetch))
-            self._inflight[key] = task
+        inflight = self._inflight.get(key)
+        if inflight is None or now - inflight[0] >= max_age:
+            task = asyncio.create_task(self._fetch(key, now, fetch))
+            self._inflight[key] = (now, task)
             task.add_done_callback(lambda done: self._forget(key, done))
+        else:
+            task = inflight[1]
         # shield: one caller being cancelled must not cancel the lookup the others wait on.
         return await asyncio.shield(task)
 
-    async def _fetch(self, key: str, fetch: Callable[[], Awaitable[T]]) -> T:
-        # Stamp with the time the request was made: the answer is at least that fresh.
-        asked_at = self._clock.now()
+    async def _fetch(self, key: str, asked_at: datetime, fetch: Callable[[], Awaitable[T]]) -> T:
+        # Stamped with the time the request was made: the answer is at least that fresh.
         value = await fetch()
-        self._values[key] = (asked_at, value)
+        stored = self._values.get(key)
+        if stored is None or stored[0] <= asked_at:  # never replace a newer answer
+            self._values[key] = (asked_at, value)
         return value
 
     def _forget(self, key: str, task: asyncio.Task[T]) -> None:
-        if self._inflight.get(key) is task:
+        inflight = self._inflight.get(key)
+        if inflight is not None and inflight[1] is task:
             del self._inflight[key]
         # Mark the exception retrieved even if every waiter was cancelled (no "never retrieved").
         if not task.cancelled():
@@ -73,10 +85,11 @@ class SlackDirectory:
         clock: Clock,
         ttl: timedelta = USERGROUP_TTL,
         user_ttl: timedelta = USER_TTL,
+        fresh_window: timedelta = FRESH_WINDOW,
     ) -> None:
         self._client = client
-        self._groups: _Cache[frozenset[str]] = _Cache(clock, ttl)
-        self._users: _Cache[SlackUser | None] = _Cache(clock, user_ttl)
+        self._groups: _Cache[frozenset[str]] = _Cache(clock, ttl, fresh_window)
+        self._users: _Cache[SlackUser | None] = _Cache(clock, user_ttl, fresh_window)
         self._installation: Installation | None = None
         self._installing: asyncio.Lock = asyncio.Lock()
 

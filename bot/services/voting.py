@@ -11,8 +11,10 @@ Design (measured by bench/vote_path.py):
 - The caller acknowledges Slack only after `cast` returns, i.e. after the commit.
 - Who clicked is checked against Slack before anything else (`_verify`: the installation, the
   card, and `users.info` for the clicker, cached a minute). A vote that would decide the request
-  is checked afresh (`_fresh`): the teams' current members and every counted voter as Slack sees
-  them now; a counted vote whose voter no longer qualifies stops counting (an audit event says
+  is checked afresh (`_fresh`): the teams' current members and every counted voter as Slack saw
+  them within the last second (`handlers/slack_directory.FRESH_WINDOW`: concurrent deciding votes
+  share one lookup per person; without it a busy round asked users.info for every voter on every
+  click); a counted vote whose voter no longer qualifies stops counting (an audit event says
   why) and the request stays pending. The writer never decides on a vote that was not checked
   afresh: it hands it back to be checked (`_Retry`). Separation of duties fails closed: when
   Slack cannot be asked, the vote is refused.
@@ -273,11 +275,13 @@ class Voting:
             voters = {v.voter for v in snapshot.votes} | {
                 v.actor for v in snapshot.votes if v.actor
             }
-            ordered = sorted(voters)  # asked together: a decision may have many voters
+            ordered = sorted(voters - {command.actor})  # asked together: there may be many
             answers = await asyncio.gather(
                 *(deps.directory.user(uid, fresh=True) for uid in ordered)
             )
             people = dict(zip(ordered, answers, strict=True))
+            if command.actor in voters:
+                people[command.actor] = clicker
         except Exception:
             log.warning("could not re-check %s with Slack", command.request_id, exc_info=True)
             return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)

@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.ports import PostedMessage
 from handlers.slack_chat import ChatError, SlackChat, make_web_client
-from handlers.slack_directory import SlackDirectory
+from handlers.slack_directory import FRESH_WINDOW, SlackDirectory
 from tests.fakes.slack_api import FakeSlack
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -246,17 +246,39 @@ async def test_user_reads_the_flags_that_decide_trust(
     assert await directory.user("U0NOBODY") is None
 
 
-async def test_user_is_cached_briefly_and_fresh_asks_again(
+async def test_user_is_cached_briefly_and_fresh_takes_only_an_answer_within_the_window(
     slack: FakeSlack, directory: SlackDirectory, clock: FixedClock
 ) -> None:
     await directory.user("U0WEB1")
     await directory.user("U0WEB1")
     assert len(slack.calls_to("users.info")) == 1
-    await directory.user("U0WEB1", fresh=True)
+    await directory.user("U0WEB1", fresh=True)  # asked less than the window ago: shared
+    assert len(slack.calls_to("users.info")) == 1
+    clock.advance(FRESH_WINDOW)
+    await directory.user("U0WEB1")  # still within the cache's minute
+    assert len(slack.calls_to("users.info")) == 1
+    await directory.user("U0WEB1", fresh=True)  # older than the window: asked again
     assert len(slack.calls_to("users.info")) == 2
     clock.advance(timedelta(seconds=61))
     await directory.user("U0WEB1")
     assert len(slack.calls_to("users.info")) == 3
+
+
+async def test_concurrent_fresh_reads_share_one_lookup_and_a_change_shows_after_the_window(
+    slack: FakeSlack, directory: SlackDirectory, clock: FixedClock
+) -> None:
+    clock.advance(timedelta(minutes=5))
+    answers = await asyncio.gather(*(directory.user("U0WEB1", fresh=True) for _ in range(20)))
+    assert len(slack.calls_to("users.info")) == 1
+    assert all(a is not None and not a.deleted for a in answers)
+
+    slack.add_user("U0WEB1", deleted=True)
+    clock.advance(FRESH_WINDOW)
+    answer = await directory.user("U0WEB1", fresh=True)
+
+    assert answer is not None
+    assert answer.deleted
+    assert len(slack.calls_to("users.info")) == 2
 
 
 async def test_installation_is_learnt_from_auth_test_and_bots_info(
