@@ -277,7 +277,9 @@ class GitHubAdapter:
         external_ref = f"{repo.full_name}#{deployment.id}" if deployment else None
         return InboundRequest(
             source=SOURCE,
-            delivery_id=delivery_id,
+            # X-GitHub-Delivery is checked above but not signed: anyone replaying a signed body
+            # can change it. The delivery is deduplicated by what it is about instead.
+            delivery_id=about(model),
             service=None,
             repository=repo.full_name,
             environment=model.environment,
@@ -462,6 +464,18 @@ class RunRef:
 
     repository: str  # owner/name as the callback URL spells it
     run_id: int
+
+
+def about(model: ProtectionRuleBody) -> str:
+    """The dedupe key of a protection-rule delivery: what it asks about (the repository, the run
+    its callback URL names, the environment, the deployment), all of it signed. GitHub asks once
+    per run attempt and environment, each attempt with a new deployment, so a second delivery
+    with this key is a replay or a redelivery, whatever its X-GitHub-Delivery header says."""
+    deployment = model.deployment.id if model.deployment else None
+    repository, callback = model.repository.full_name, model.deployment_callback_url
+    what = [repository, callback, model.environment, deployment]
+    digest = hashlib.sha256(json.dumps(what, separators=(",", ":")).encode()).hexdigest()
+    return f"about:{digest}"
 
 
 def run_of(callback_url: str, api_url: str, repository: str) -> RunRef | None:

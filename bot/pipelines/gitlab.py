@@ -266,19 +266,15 @@ class GitLabAdapter:
         if hook != HOOK:
             raise Ignored(f"{hook or 'an event without X-Gitlab-Event'} is not gated", status=204)
         digest = hashlib.sha256(body).hexdigest()
-        # GitLab sends the same Idempotency-Key on retries of one delivery; older versions
-        # only have the event UUID, and without either an identical body is the same delivery.
-        delivery_id = (
-            lowered.get("idempotency-key", "").strip()
-            or lowered.get("webhook-id", "").strip()
-            or lowered.get("x-gitlab-event-uuid", "").strip()
-            or f"sha256:{digest}"
-        )[:256]
         event = parse_body(body)
         if event.object_kind != "deployment":
             raise Ignored(f"object_kind {event.object_kind!r} is not gated", status=204)
         ref = external_ref(event.project.id, event.deployment_id)
         status = event.status.lower()
+        # Deduplicated by what the delivery is about, not by Idempotency-Key, webhook-id or
+        # X-Gitlab-Event-UUID: a replayed body may carry any of those (only webhook-id is signed,
+        # and only with a signing token). A deployment reaches each status once.
+        delivery_id = f"{ref}:{status}"[:256]
         if status == OPENS:
             return self._request(event, delivery_id, digest, ref)
         if status in UPDATE_STATUSES:

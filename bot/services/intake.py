@@ -128,7 +128,7 @@ async def _replay(deps: Deps, inbound: InboundRequest) -> Opened | None:
     async with deps.database.unit_of_work(read_only=True) as uow:
         seen = await uow.webhooks.get(inbound.source, inbound.delivery_id)
         if seen is None:
-            return None
+            return await _known_deployment(uow, inbound)
         if seen.body_sha256 != inbound.body_sha256:
             raise Conflict(
                 f"webhook id {inbound.delivery_id!r} was already used with a different body"
@@ -136,6 +136,18 @@ async def _replay(deps: Deps, inbound: InboundRequest) -> Opened | None:
         request = await _request_of(uow, seen)
     state = request.state.value if request is not None else "unknown"
     return Opened(request_id=seen.request_id or "", state=state, created=False)
+
+
+async def _known_deployment(uow: UnitOfWork, inbound: InboundRequest) -> Opened | None:
+    """A provider's deployment already asked about (`external_ref`) is answered with its request,
+    also after the delivery log forgot the delivery (`QUORUM_WEBHOOK_RETENTION`): a signed body
+    has no expiry, so a replay months later must not open a second request."""
+    if inbound.external_ref is None:
+        return None
+    known = await uow.requests.find_by_external_ref(inbound.source, inbound.external_ref)
+    if known is None:
+        return None
+    return Opened(request_id=known.id, state=known.state.value, created=False)
 
 
 async def _request_of(uow: UnitOfWork, seen: ProcessedWebhook) -> ApprovalRequest | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -209,8 +210,8 @@ async def test_signatures_replays_and_events(gh: GitHubEnv) -> None:
     assert status == 202
     status, again = await gh.deliver(payload, delivery="d-replay")
     assert (status, again["id"]) == (200, first["id"])
-    changed = protection_rule(gh.github.callback_url(), deployment_id=7)
-    status, _ = await gh.deliver(changed, delivery="d-replay")
+    changed = {**payload, "event": "workflow_dispatch"}  # the same deployment, another body
+    status, _ = await gh.deliver(changed, delivery="d-replay-2")
     assert status == 409
 
     status, data = await gh.deliver({"zen": "Design for failure."}, delivery="d-ping", event="ping")
@@ -262,3 +263,30 @@ async def test_an_escalation_sends_a_status_report(db_url: str, key: AppKey) -> 
             assert await run_due(env.quorum.deps) == 1
             reports = await github.wait_for(lambda r: "state" not in r.body, count=2)
             assert "escalated (level 1)" in reports[1].body["comment"]
+
+
+async def _open_count(env: Env) -> int:
+    async with env.quorum.deps.database.unit_of_work(read_only=True) as uow:
+        return int(await uow.requests.count_open())
+
+
+async def test_a_signed_body_replayed_under_new_delivery_ids_opens_one_request(
+    gh: GitHubEnv,
+) -> None:
+    """X-GitHub-Delivery is not signed: a replay with a fresh one is still the same delivery,
+    also after the delivery log has forgotten it (the deployment is known)."""
+    payload = protection_rule(gh.github.callback_url())
+    status, first = await gh.deliver(payload, delivery="d-original")
+    assert status == 202, first
+    await gh.env.card_of(first["id"])
+    for n in range(5):
+        status, again = await gh.deliver(payload, delivery=f"d-forged-{n}")
+        assert (status, again["id"]) == (200, first["id"])
+    async with gh.env.quorum.deps.database.unit_of_work() as uow:
+        assert await uow.webhooks.prune(gh.env.quorum.deps.clock.now() + timedelta(days=1), 100)
+        await uow.commit()
+    status, late = await gh.deliver(payload, delivery="d-months-later")
+    assert (status, late["id"]) == (200, first["id"])
+    assert await _open_count(gh.env) == 1
+    cards = [c for c in gh.env.slack.calls_to("chat.postMessage") if "blocks" in c.args]
+    assert len(cards) == 1

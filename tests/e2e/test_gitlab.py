@@ -135,10 +135,12 @@ async def test_canceled_in_gitlab_cancels_the_request_without_a_call(gl: GitLabE
     assert (data["id"], data["state"], data["closed"]) == (request_id, "cancelled", True)
     await _card_update(gl, "Cancelled", "canceled in GitLab by root")
 
-    # a replay of the same delivery changes nothing; a different body under its id is refused
-    status, again = await gl.send(hook("canceled"), uuid="cancel-15")
-    assert (status, again["id"], again["closed"]) == (200, request_id, False)
-    status, _ = await gl.send(hook("failed"), uuid="cancel-15")
+    # a replay of the same delivery changes nothing, under any event UUID; a different body
+    # about the same deployment and status is refused
+    for uuid in ("cancel-15", "a-new-uuid"):
+        status, again = await gl.send(hook("canceled"), uuid=uuid)
+        assert (status, again["id"], again["closed"]) == (200, request_id, False)
+    status, _ = await gl.send(hook("canceled", commit_title="not the same body"), uuid="x")
     assert status == 409
 
     # votes after the close are refused, and GitLab is never called
@@ -195,3 +197,16 @@ async def test_tokens_events_and_untracked_deployments(gl: GitLabEnv) -> None:
     status, data = await gl.send(unknown_env, uuid="qa")
     assert status == 422
     assert data["known"] == ["production", "staging"]
+
+
+async def test_a_blocked_deployment_replayed_under_new_ids_opens_one_request(gl: GitLabEnv) -> None:
+    """Neither Idempotency-Key nor the event UUID is signed: a replayed body with new ones is the
+    same delivery."""
+    request_id = await gl.open(deployment_id=21)
+    for n in range(5):
+        status, again = await gl.send(hook("blocked", 21), uuid=f"forged-{n}")
+        assert (status, again["id"]) == (200, request_id)
+    async with gl.env.quorum.deps.database.unit_of_work(read_only=True) as uow:
+        assert await uow.requests.count_open() == 1
+    cards = [c for c in gl.env.slack.calls_to("chat.postMessage") if "blocks" in c.args]
+    assert len(cards) == 1

@@ -84,7 +84,13 @@ def test_parses_both_payload_shapes(key: AppKey, with_sha_ref: bool) -> None:
     inbound = _adapter(key, API).parse(body, headers_for(SECRET, body, delivery="d-1"))
     assert isinstance(inbound, InboundRequest)
     assert inbound.source == "github"
-    assert inbound.delivery_id == "d-1"
+    # keyed by what it is about (signed), not by X-GitHub-Delivery (unsigned)
+    again = _adapter(key, API).parse(body, headers_for(SECRET, body, delivery="d-2"))
+    assert inbound.delivery_id == again.delivery_id
+    assert inbound.delivery_id.startswith("about:")
+    other = _raw(protection_rule(CALLBACK, with_sha_ref=with_sha_ref, deployment_id=7))
+    moved = _adapter(key, API).parse(other, headers_for(SECRET, other, delivery="d-1"))
+    assert moved.delivery_id != inbound.delivery_id
     assert inbound.repository == "acme/storefront"
     assert inbound.service is None
     assert inbound.environment == "production"
