@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install clean bench fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/rearm.py
 	$(BIN)/python bench/vote_path.py
+
+## The fuzz suite at scale: QUORUM_FUZZ_EXAMPLES per test (weighted; 1200 ≈ 12 700 requests), random draws.
+fuzz: $(STAMP)
+	QUORUM_FUZZ_EXAMPLES=$${QUORUM_FUZZ_EXAMPLES:-1200} $(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

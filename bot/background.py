@@ -7,6 +7,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from bot.log_throttle import failure_kind, is_slack_error
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,9 @@ class BackgroundTasks:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
+            if is_slack_error(exc):  # Slack's answer (or its absence): one line, no traceback
+                log.warning("background task %s failed: %s", task.get_name(), failure_kind(exc))
+                return
             log.error("background task %s failed", task.get_name(), exc_info=exc)
 
     async def drain(self, grace: float = 5.0) -> None:

@@ -1,4 +1,4 @@
-"""The `quorum` command line: serve, migrate, check-config, config-schema, explain."""
+"""The `quorum` command line: serve, migrate, check-config, config-schema, explain, keys."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bot.domain.model import Risk
 from bot.identity import describe_requester
+from bot.pipelines.callback_keys import PublicKeyInfo
 from bot.policy import Policy, PolicyError, load_policy, policy_json_schema, summary
 from bot.routing import RoutingError, explain, route
 from bot.services.live_check import LiveReport, check_live
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if an entry was altered")
+    keys = sub.add_parser(
+        "keys", help="print the public key callbacks are signed with (see `keys generate`)"
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    generate = keys_sub.add_parser(
+        "generate", help="write a new Ed25519 callback signing key file (mode 0600)"
+    )
+    generate.add_argument("--out", required=True, help="the key file to create (never replaced)")
     exp = sub.add_parser("explain", help="show how a request would be routed, without sending it")
     exp.add_argument("--service", help="service name (or use --repository)")
     exp.add_argument("--repository", help="repository, matched against services' repo globs")
@@ -66,6 +75,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if command == "config-schema":
         print(json.dumps(policy_json_schema(), indent=2))
         return EXIT_OK
+    if command == "keys" and args.keys_command == "generate":
+        return _keys_generate(Path(args.out))  # needs no settings
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -82,6 +93,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _migrate(settings)
     if command == "audit":
         return _audit_verify(settings)
+    if command == "keys":
+        return _keys_show(settings)
     return _serve(settings)
 
 
@@ -221,6 +234,52 @@ def _audit_verify(settings: Settings) -> int:
     return EXIT_OK
 
 
+def _keys_generate(path: Path) -> int:
+    from datetime import UTC, datetime
+
+    from bot.pipelines.callback_keys import CallbackKey
+
+    key = CallbackKey.generate(datetime.now(UTC))
+    try:
+        key.write(path)
+    except FileExistsError:
+        print(f"quorum keys generate: {path} exists; not replacing a key", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"quorum keys generate: {path}: {exc.strerror or 'cannot write'}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"wrote {path} (mode 0600); set QUORUM_CALLBACK_SIGNING_KEY_FILE={path}")
+    _print_key(key.public)
+    return EXIT_OK
+
+
+def _keys_show(settings: Settings) -> int:
+    from bot.pipelines.callback_keys import CallbackKey, CallbackKeyError
+
+    path = settings.quorum_callback_signing_key_file
+    if path is None:
+        print(
+            "quorum: setting QUORUM_CALLBACK_SIGNING_KEY_FILE: missing (create a key with "
+            "`quorum keys generate --out FILE`)",
+            file=sys.stderr,
+        )
+        return EXIT_SETTINGS
+    try:
+        key = CallbackKey.from_file(path)
+    except CallbackKeyError as exc:
+        print(f"quorum: setting QUORUM_CALLBACK_SIGNING_KEY_FILE: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+    _print_key(key.public)
+    return EXIT_OK
+
+
+def _print_key(key: PublicKeyInfo) -> None:
+    print(f"key_id: {key.key_id}")
+    print(f"algorithm: {key.algorithm} (Standard Webhooks {key.signature_version})")
+    print(f"created: {key.created.isoformat().replace('+00:00', 'Z')}")
+    print(f"public_key: {key.public_key}")
+
+
 def _serve(settings: Settings) -> int:
     from bot.app import serve
 
@@ -236,5 +295,11 @@ def _serve(settings: Settings) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return EXIT_INVALID
-    serve(settings, policy)
+    from bot.pipelines.callback_keys import CallbackKeyError
+
+    try:
+        serve(settings, policy)
+    except CallbackKeyError as exc:  # raised while building the app, before it serves
+        print(f"quorum: setting QUORUM_CALLBACK_SIGNING_KEY_FILE: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
     return EXIT_OK

@@ -24,6 +24,7 @@ from bot.domain.model import (
     RecordedEvent,
     Vote,
 )
+from bot.domain.mrkdwn import Mrkdwn
 from bot.domain.people import Installation, SlackUser
 from bot.domain.quorum import Tally
 
@@ -249,6 +250,36 @@ class WebhookLog(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SlackAnswer:
+    """The HTTP answer Quorum gave a signed Slack request (replayed verbatim to a replay)."""
+
+    status: int
+    content_type: str | None
+    body: str
+
+
+class SlackReplayLog(Protocol):
+    """Signed Slack requests already taken, keyed by a digest of signature and timestamp."""
+
+    async def claim_many(self, keys: Sequence[str], at: datetime) -> set[str]:
+        """Take every key not taken before (insert-first: a unique key, so two replicas
+        claiming one key at once cannot both win); the keys this call took."""
+        ...
+
+    async def answers(self, keys: Sequence[str]) -> Mapping[str, SlackAnswer | None]:
+        """For each stored key: its first answer, or None while it is not answered yet."""
+        ...
+
+    async def record_answers(self, answers: Mapping[str, SlackAnswer]) -> None:
+        """Store the answers of keys taken earlier."""
+        ...
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Forget up to `limit` keys taken before `before`, oldest first; how many were."""
+        ...
+
+
 class FreezeRepository(Protocol):
     async def add(self, freeze: Freeze) -> None: ...
 
@@ -303,6 +334,7 @@ class UnitOfWork(Protocol):
     freezes: FreezeRepository
     delegations: DelegationRepository
     messages: MessageQueue
+    slack_replays: SlackReplayLog
 
     async def __aenter__(self) -> UnitOfWork: ...
 
@@ -354,6 +386,12 @@ class ChatRateLimited(Exception):
     retry_after: float | None = None
 
 
+class ChatUnavailable(Exception):
+    """Raised by a `Chat` when Slack could not be reached or answered with a server error (5xx):
+    an outage, not a fault of the message, so a queue keeps it however long the outage lasts.
+    Implementations subclass it together with their own error type."""
+
+
 @dataclass(frozen=True, slots=True)
 class PostedMessage:
     channel: str
@@ -361,26 +399,27 @@ class PostedMessage:
 
 
 class Chat(Protocol):
-    """What Quorum says in Slack. `blocks` are Block Kit dicts rendered by handlers/blocks.py."""
+    """What Quorum says in Slack. `blocks` are Block Kit dicts rendered by handlers/blocks.py;
+    every `text` is a `Mrkdwn` (bot/domain/mrkdwn.py): escaped, with only Quorum's own mentions."""
 
     async def post_message(
         self,
         channel: str,
-        text: str,
+        text: Mrkdwn,
         blocks: Sequence[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
     ) -> PostedMessage: ...
 
     async def update_message(
-        self, channel: str, ts: str, text: str, blocks: Sequence[dict[str, Any]] | None = None
+        self, channel: str, ts: str, text: Mrkdwn, blocks: Sequence[dict[str, Any]] | None = None
     ) -> None: ...
 
-    async def post_ephemeral(self, channel: str, user: str, text: str) -> None: ...
+    async def post_ephemeral(self, channel: str, user: str, text: Mrkdwn) -> None: ...
 
     async def open_modal(self, trigger_id: str, view: dict[str, Any]) -> None: ...
 
     async def send_dm(
-        self, user: str, text: str, blocks: Sequence[dict[str, Any]] | None = None
+        self, user: str, text: Mrkdwn, blocks: Sequence[dict[str, Any]] | None = None
     ) -> None: ...
 
     async def permalink(self, channel: str, ts: str) -> str | None: ...
@@ -404,6 +443,14 @@ class Directory(Protocol):
 
     async def installation(self) -> Installation:
         """The workspace, org and app Quorum's token belongs to (asked once, then kept)."""
+        ...
+
+    def known_installation(self) -> Installation | None:
+        """The installation if it was learnt already, without asking Slack."""
+        ...
+
+    def known_usergroup_members(self, usergroup: str) -> frozenset[str] | None:
+        """The group's members as Slack last listed them, without asking; None if never asked."""
         ...
 
     async def user_by_email(self, email: str) -> str | None: ...
@@ -449,7 +496,8 @@ class PipelineNotifier(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CardStatus:
-    """What the card shows besides the request and its votes."""
+    """What the card shows besides the request and its votes. Each note is shown escaped unless
+    it is a `Mrkdwn` (bot/domain/mrkdwn.py), which is shown as it is (e.g. a freeze's `<@U…>`)."""
 
     callback: str | None = None  # "pipeline notified" / "retrying, attempt 4: HTTP 503"
     warnings: tuple[str, ...] = ()
@@ -473,7 +521,7 @@ class Announcer(Protocol):
 
     async def post_decision(self, request: ApprovalRequest, tally: Tally) -> None: ...
 
-    async def tell(self, channel: str, user: str, text: str) -> None:
+    async def tell(self, channel: str, user: str, text: Mrkdwn) -> None:
         """An ephemeral message only `user` sees."""
         ...
 

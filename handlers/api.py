@@ -1,4 +1,5 @@
-"""`GET /api/v1/requests/{id}`: request status for pipelines that poll (bearer QUORUM_API_TOKEN)."""
+"""`GET /api/v1/requests/{id}`: request status for pipelines that poll (bearer QUORUM_API_TOKEN);
+`GET /api/v1/keys`: the public keys callbacks are signed with (public, no token)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiohttp import web
 
 from bot.domain.model import RecordedEvent
 from bot.pipelines.base import iso_utc
+from bot.pipelines.callback_keys import PublicKeyInfo
 from bot.services.errors import NotFound
 from bot.services.status import RequestStatus
 from handlers.errors import json_error
@@ -19,8 +21,19 @@ GetTrail = Callable[[str], Awaitable[Sequence[RecordedEvent]]]
 
 
 def register(
-    app: web.Application, *, api_token: str | None, get_status: GetStatus, get_trail: GetTrail
+    app: web.Application,
+    *,
+    api_token: str | None,
+    get_status: GetStatus,
+    get_trail: GetTrail,
+    callback_keys: Sequence[PublicKeyInfo] = (),
 ) -> None:
+    keys_document = render_keys(callback_keys)
+
+    async def handle_keys(_request: web.Request) -> web.Response:
+        # Public keys are public: receivers fetch them without a token (and should pin them).
+        return web.json_response(keys_document, headers={"Cache-Control": "max-age=300"})
+
     async def handle_request_status(request: web.Request) -> web.Response:
         if not _authorized(request, api_token):
             return _unauthorized()
@@ -41,6 +54,24 @@ def register(
 
     app.router.add_get("/api/v1/requests/{request_id}", handle_request_status)
     app.router.add_get("/api/v1/requests/{request_id}/events", handle_request_events)
+    app.router.add_get("/api/v1/keys", handle_keys)
+
+
+def render_keys(keys: Sequence[PublicKeyInfo]) -> dict[str, Any]:
+    """The JSON of docs/openapi.yaml `CallbackKeys`: empty when callbacks carry only `v1`
+    (shared-secret) signatures."""
+    return {
+        "keys": [
+            {
+                "key_id": key.key_id,
+                "algorithm": key.algorithm,
+                "signature_version": key.signature_version,
+                "public_key": key.public_key,
+                "created": iso_utc(key.created),
+            }
+            for key in keys
+        ]
+    }
 
 
 def _unauthorized() -> web.Response:

@@ -1,7 +1,11 @@
 """Pure Block Kit rendering of approval cards, thread replies and modals (no I/O, no policy).
 
 Everything a pipeline or a person typed is escaped (`&`, `<`, `>`) so it cannot ping `@channel` or
-forge a link, and cut to Slack's limits so that Slack never rejects a card for its size.
+forge a link, and cut to Slack's limits so that Slack never rejects a card for its size. The texts
+it returns are `Mrkdwn` (bot/domain/mrkdwn.py), the only text the `Chat` port sends; a note given
+as a plain `str` is escaped whole, one given as `Mrkdwn` (built with the mentions Quorum means) is
+shown as it is. This module and bot/domain/mrkdwn.py are the only ones that build `Mrkdwn`
+directly (tests/unit/test_mrkdwn.py checks it).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.domain import mrkdwn
 from bot.domain.model import ApprovalRequest, Link, RequestState, Vote, VoteKind
+from bot.domain.mrkdwn import Mrkdwn
 from bot.domain.quorum import Tally
 from handlers.action_ids import (
     REASON_ACTION_ID,
@@ -45,9 +51,6 @@ SHA_LENGTH = 12
 REASON_MIN_LENGTH = 3
 REASON_MAX_LENGTH = 1000
 
-# User and channel mentions that Quorum itself puts in notes (`<@U123>`, `<#C123>`, `<#C1|name>`);
-# everything else in a note is escaped, so `<!channel>` or a forged link cannot get through.
-_MENTION = re.compile(r"<(?:@[A-Za-z0-9._-]+|#[A-Za-z0-9]+(?:\|[A-Za-z0-9._-]+)?)>")
 # A cut must not leave half an HTML entity (`&am`) behind.
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,4}$")
 
@@ -56,7 +59,7 @@ _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,4}$")
 class CardMessage:
     """A rendered card: `text` is the notification / fallback text, `blocks` the Block Kit body."""
 
-    text: str
+    text: Mrkdwn
     blocks: list[dict[str, Any]]
 
 
@@ -75,21 +78,15 @@ def _truncate(text: str, limit: int, marker: str = ELLIPSIS) -> str:
     return head.rstrip() + marker
 
 
-def escape_mrkdwn(text: str) -> str:
+def escape_mrkdwn(text: str) -> Mrkdwn:
     """Escape the three characters Slack's mrkdwn treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return mrkdwn.escape(text)
 
 
-def _sanitize_note(text: str) -> str:
-    """Escape a Quorum-composed note but keep the user/channel mentions it deliberately contains."""
-    out: list[str] = []
-    pos = 0
-    for match in _MENTION.finditer(text):
-        out.append(escape_mrkdwn(text[pos : match.start()]))
-        out.append(match.group(0))
-        pos = match.end()
-    out.append(escape_mrkdwn(text[pos:]))
-    return "".join(out)
+def _note(text: str) -> str:
+    """A note for the card: a `Mrkdwn` as it is (its mentions are Quorum's), any other text
+    escaped whole (a forged `<@U…>` in it mentions nobody)."""
+    return mrkdwn.as_mrkdwn(text)
 
 
 def _plain_inline(text: str) -> str:
@@ -98,8 +95,8 @@ def _plain_inline(text: str) -> str:
 
 
 def mention(user: str) -> str:
-    """A Slack user mention; the id is escaped so a malformed one cannot break out of `<@…>`."""
-    return f"<@{escape_mrkdwn(user).replace('|', '')}>"
+    """A Slack user mention of a well-formed id (`U…`/`W…`); anything else is shown escaped."""
+    return mrkdwn.user(user)
 
 
 def _who(vote: Vote) -> str:
@@ -318,7 +315,7 @@ def render_card(
     blocks: list[dict[str, Any]] = [{"type": "header", "text": _plain(title, MAX_HEADER)}]
 
     if warnings:
-        blocks.append(_section("\n".join(_sanitize_note(w) for w in warnings)))
+        blocks.append(_section("\n".join(_note(w) for w in warnings)))
 
     description = _description_text(request)
     if description:
@@ -343,11 +340,11 @@ def render_card(
 
     status = _state_lines(request, tally, now)
     if frozen_note and pending:
-        status.append(f":snowflake: {_sanitize_note(frozen_note)}")
+        status.append(f":snowflake: {_note(frozen_note)}")
     if next_timer and pending:
-        status.append(f":alarm_clock: {_sanitize_note(next_timer)}")
+        status.append(f":alarm_clock: {_note(next_timer)}")
     if callback_status:
-        status.append(f":satellite_antenna: Callback: {_sanitize_note(callback_status)}")
+        status.append(f":satellite_antenna: Callback: {_note(callback_status)}")
     if status:
         blocks.append(_section("\n".join(status)))
 
@@ -369,13 +366,15 @@ def render_card(
 
     state_word = "awaiting approval" if pending else str(request.state)
     fallback = f"Deployment {escape_mrkdwn(title)}: {state_word}"
-    return CardMessage(text=_truncate(fallback, MAX_FALLBACK_TEXT), blocks=blocks[:MAX_BLOCKS])
+    return CardMessage(
+        text=Mrkdwn(_truncate(fallback, MAX_FALLBACK_TEXT)), blocks=blocks[:MAX_BLOCKS]
+    )
 
 
 # --- thread replies -----------------------------------------------------------------------------
 
 
-def render_vote_reply(vote: Vote) -> str:
+def render_vote_reply(vote: Vote) -> Mrkdwn:
     """The thread reply recording one vote."""
     actor_part = mention(vote.clicked_by)
     on_behalf = (
@@ -387,17 +386,17 @@ def render_vote_reply(vote: Vote) -> str:
     else:
         reason = f": {escape_mrkdwn(vote.reason.strip())}" if vote.reason else ""
         text = f":x: {actor_part} rejected{on_behalf}{reason}"
-    return _truncate(text, MAX_SECTION_TEXT, TRUNCATED_MARKER)
+    return Mrkdwn(_truncate(text, MAX_SECTION_TEXT, TRUNCATED_MARKER))
 
 
-def render_vote_replies(votes: Sequence[Vote]) -> str:
+def render_vote_replies(votes: Sequence[Vote]) -> Mrkdwn:
     """One thread reply recording several votes, a line each, in the order given."""
     if not votes:
         raise ValueError("no votes to render")
-    return "\n".join(render_vote_reply(vote) for vote in votes)
+    return mrkdwn.join("\n", (render_vote_reply(vote) for vote in votes))
 
 
-def render_decision_reply(request: ApprovalRequest, tally: Tally) -> str:
+def render_decision_reply(request: ApprovalRequest, tally: Tally) -> Mrkdwn:
     """The thread reply announcing the decision (mentions the requester when known)."""
     state = request.state if request.state is not RequestState.PENDING else tally.outcome
     requester = f" {mention(request.requester.slack_user)}" if request.requester.slack_user else ""
@@ -421,7 +420,7 @@ def render_decision_reply(request: ApprovalRequest, tally: Tally) -> str:
         text = f":no_entry_sign: *Cancelled*{reason}.{requester}"
     else:
         text = f":hourglass_flowing_sand: Still waiting: {progress_line(tally)}"
-    return _truncate(text, MAX_SECTION_TEXT, TRUNCATED_MARKER)
+    return Mrkdwn(_truncate(text, MAX_SECTION_TEXT, TRUNCATED_MARKER))
 
 
 # --- modals -------------------------------------------------------------------------------------

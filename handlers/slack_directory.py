@@ -1,19 +1,31 @@
 """The Directory port over slack-sdk's AsyncWebClient: user groups, users and the installation,
-cached briefly, with concurrent lookups of one key sharing a single in-flight request."""
+cached briefly, with concurrent lookups of one key sharing a single in-flight request.
+
+Stale if error: when Slack cannot be asked (unreachable, 5xx, 429), a lookup that is not
+`fresh` is answered from a cached answer up to `STALE_IF_ERROR` old (a non-deciding vote, a
+card, a reminder); a `fresh` one (a deciding vote) fails, so the decision waits for Slack. The
+installation, once learnt, is kept for the life of the process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.domain.channels import ChannelInfo
 from bot.domain.people import Installation, SlackUser
+from bot.log_throttle import FailureLog
 from bot.ports import Clock
 from handlers.slack_chat import ChatError, _call
+from handlers.slack_health import SlackHealth
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -22,6 +34,9 @@ USERGROUP_TTL = timedelta(minutes=5)
 USER_TTL = timedelta(seconds=60)
 # "Afresh" (a deciding vote, check-config --live): an answer Slack gave within this window.
 FRESH_WINDOW = timedelta(seconds=1)
+ZONE_TTL = timedelta(hours=1)
+# When Slack cannot be asked: how old a cached answer may be for a lookup that is not fresh.
+STALE_IF_ERROR = timedelta(minutes=10)
 
 
 class _Cache(Generic[T]):
@@ -30,10 +45,19 @@ class _Cache(Generic[T]):
     once (each re-checks every voter of its request) share one lookup per person instead of
     asking Slack again for each."""
 
-    def __init__(self, clock: Clock, ttl: timedelta, fresh_window: timedelta) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        ttl: timedelta,
+        fresh_window: timedelta,
+        stale_for: timedelta = STALE_IF_ERROR,
+        on_stale: Callable[[ChatError], None] = lambda _exc: None,
+    ) -> None:
         self._clock = clock
         self._ttl = ttl
         self._fresh_window = fresh_window
+        self._stale_for = stale_for
+        self._on_stale = on_stale
         self._values: dict[str, tuple[datetime, T]] = {}
         self._inflight: dict[str, tuple[datetime, asyncio.Task[T]]] = {}
 
@@ -51,7 +75,21 @@ class _Cache(Generic[T]):
         else:
             task = inflight[1]
         # shield: one caller being cancelled must not cancel the lookup the others wait on.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except ChatError as exc:
+            stale = self._values.get(key)
+            if fresh or not exc.retryable or stale is None:
+                raise
+            if self._clock.now() - stale[0] >= self._stale_for:
+                raise
+            self._on_stale(exc)
+            return stale[1]
+
+    def known(self, key: str) -> T | None:
+        """The last answer Slack gave for `key`, however old; None if it was never asked."""
+        cached = self._values.get(key)
+        return None if cached is None else cached[1]
 
     async def _fetch(self, key: str, asked_at: datetime, fetch: Callable[[], Awaitable[T]]) -> T:
         # Stamped with the time the request was made: the answer is at least that fresh.
@@ -86,12 +124,35 @@ class SlackDirectory:
         ttl: timedelta = USERGROUP_TTL,
         user_ttl: timedelta = USER_TTL,
         fresh_window: timedelta = FRESH_WINDOW,
+        *,
+        stale_for: timedelta = STALE_IF_ERROR,
+        health: SlackHealth | None = None,
+        failures: FailureLog | None = None,
     ) -> None:
         self._client = client
-        self._groups: _Cache[frozenset[str]] = _Cache(clock, ttl, fresh_window)
-        self._users: _Cache[SlackUser | None] = _Cache(clock, user_ttl, fresh_window)
+        self._clock = clock
+        self._health = health
+        self._failures = failures or FailureLog()
+        self._groups: _Cache[frozenset[str]] = _Cache(
+            clock, ttl, fresh_window, stale_for, lambda exc: self._stale("user groups", exc)
+        )
+        self._users: _Cache[SlackUser | None] = _Cache(
+            clock, user_ttl, fresh_window, stale_for, lambda exc: self._stale("users", exc)
+        )
+        # Time zones change rarely; any cached one beats the default while Slack is down.
+        self._zones: _Cache[str | None] = _Cache(
+            clock, ZONE_TTL, fresh_window, timedelta.max, lambda exc: self._stale("zones", exc)
+        )
         self._installation: Installation | None = None
-        self._installing: asyncio.Lock = asyncio.Lock()
+        self._installing: asyncio.Task[Installation] | None = None
+
+    async def _call(self, method: str, call: Awaitable[AsyncSlackResponse]) -> AsyncSlackResponse:
+        return await _call(method, call, self._health)
+
+    def _stale(self, what: str, exc: ChatError) -> None:
+        self._failures.failed(
+            log, f"Slack lookups of {what} (answered from the cache)", exc, self._clock.now()
+        )
 
     async def usergroup_members(self, usergroup: str, *, fresh: bool = False) -> frozenset[str]:
         return await self._groups.get(
@@ -99,10 +160,14 @@ class SlackDirectory:
         )
 
     async def _fetch_usergroup(self, usergroup: str) -> frozenset[str]:
-        response = await _call(
+        response = await self._call(
             "usergroups.users.list", self._client.usergroups_users_list(usergroup=usergroup)
         )
         return frozenset(str(user) for user in response.get("users") or ())
+
+    def known_usergroup_members(self, usergroup: str) -> frozenset[str] | None:
+        """The group's members as Slack last listed them, without asking; None if never asked."""
+        return self._groups.known(usergroup)
 
     def invalidate(self, usergroup: str | None = None) -> None:
         """Drop cached members of one group (or of all groups), e.g. on
@@ -114,30 +179,42 @@ class SlackDirectory:
 
     async def _fetch_user(self, user_id: str) -> SlackUser | None:
         try:
-            response = await _call("users.info", self._client.users_info(user=user_id))
+            response = await self._call("users.info", self._client.users_info(user=user_id))
         except ChatError as exc:
             if exc.error_code in {"user_not_found", "user_not_visible"}:
                 return None
             raise
         return slack_user(response.get("user"))
 
-    async def installation(self) -> Installation:
-        if self._installation is not None:
-            return self._installation
-        async with self._installing:
-            if self._installation is None:
-                self._installation = await self._fetch_installation()
+    def known_installation(self) -> Installation | None:
+        """The installation if it was learnt, without asking Slack."""
         return self._installation
 
+    async def installation(self) -> Installation:
+        """Learnt once (auth.test, bots.info), then kept. Concurrent callers share one attempt;
+        a failed attempt is not kept, so the next caller asks again."""
+        if self._installation is not None:
+            return self._installation
+        task = self._installing
+        if task is None or task.done():
+            task = self._installing = asyncio.create_task(self._learn_installation())
+            task.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+        return await asyncio.shield(task)
+
+    async def _learn_installation(self) -> Installation:
+        installation = await self._fetch_installation()
+        self._installation = installation
+        return installation
+
     async def _fetch_installation(self) -> Installation:
-        auth = await _call("auth.test", self._client.auth_test())
+        auth = await self._call("auth.test", self._client.auth_test())
         team_id = _text(auth.get("team_id"))
         if team_id is None:
             raise ChatError("auth.test", "no_team_id")
         bot_id = _text(auth.get("bot_id"))
         app_id: str | None = None
         if bot_id is not None:
-            bot = await _call("bots.info", self._client.bots_info(bot=bot_id))
+            bot = await self._call("bots.info", self._client.bots_info(bot=bot_id))
             app_id = _text((bot.get("bot") or {}).get("app_id"))
         return Installation(
             team_id=team_id,
@@ -148,7 +225,7 @@ class SlackDirectory:
 
     async def user_by_email(self, email: str) -> str | None:
         try:
-            response = await _call(
+            response = await self._call(
                 "users.lookupByEmail", self._client.users_lookupByEmail(email=email)
             )
         except ChatError as exc:
@@ -160,8 +237,21 @@ class SlackDirectory:
         return str(user_id) if user_id else None
 
     async def user_timezone(self, user: str) -> str | None:
+        """The person's time zone; cached, and None (the caller's default zone) while Slack
+        cannot be asked and nothing is cached."""
         try:
-            response = await _call("users.info", self._client.users_info(user=user))
+            return await self._zones.get(user, lambda: self._fetch_timezone(user), fresh=False)
+        except ChatError as exc:
+            if not exc.retryable:
+                raise
+            self._failures.failed(
+                log, "Slack lookups of time zones (the default zone used)", exc, self._clock.now()
+            )
+            return None
+
+    async def _fetch_timezone(self, user: str) -> str | None:
+        try:
+            response = await self._call("users.info", self._client.users_info(user=user))
         except ChatError as exc:
             if exc.error_code == "user_not_found":
                 return None
@@ -181,7 +271,7 @@ class SlackDirectory:
 
     async def channel(self, channel: str) -> ChannelInfo | None:
         try:
-            response = await _call(
+            response = await self._call(
                 "conversations.info", self._client.conversations_info(channel=channel)
             )
         except ChatError as exc:
@@ -192,7 +282,7 @@ class SlackDirectory:
 
     async def scopes(self) -> frozenset[str] | None:
         # Slack lists the token's scopes in a header of every Web API response.
-        response = await _call("auth.test", self._client.auth_test())
+        response = await self._call("auth.test", self._client.auth_test())
         for name, value in (response.headers or {}).items():
             if name.lower() == "x-oauth-scopes":
                 raw = value[0] if isinstance(value, list) and value else value

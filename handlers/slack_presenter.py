@@ -1,10 +1,15 @@
-"""The Announcer port over the Chat port: renders domain objects with blocks.py and says them."""
+"""The Announcer port over the Chat port: renders domain objects with blocks.py and says them.
+
+Every text it sends is a `Mrkdwn` (bot/domain/mrkdwn.py): rendered by blocks.py, or built by the
+caller with the mentions Quorum means and every other part escaped.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from bot.domain.model import ApprovalRequest, Vote
+from bot.domain.mrkdwn import Mrkdwn, as_mrkdwn
 from bot.domain.quorum import Tally
 from bot.ports import CardRef, CardStatus, Chat, Clock, PostedMessage
 from handlers import blocks
@@ -50,8 +55,8 @@ class SlackAnnouncer:
             thread_ts=request.message_ts,
         )
 
-    async def tell(self, channel: str, user: str, text: str) -> None:
-        await self._chat.post_ephemeral(channel, user, text)
+    async def tell(self, channel: str, user: str, text: Mrkdwn) -> None:
+        await self._chat.post_ephemeral(channel, user, as_mrkdwn(text))
 
     async def ask_reject_reason(self, trigger_id: str, request: ApprovalRequest) -> None:
         summary = f"Reject {request.service or 'this deployment'} → {request.environment}"

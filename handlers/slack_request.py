@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -20,20 +21,37 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from yarl import query_to_pairs
 
 
-def parse_slack_body(text: str, content_type: str | None) -> dict[str, Any]:
-    """What bolt's `parse_body` returns for this body, by the same rules: JSON when the content
-    type says so or the body starts with `{`; a form's `payload` field decoded as JSON; else
-    the form's fields (the last of a repeated name wins). Raises ValueError (JSONDecodeError
-    among them) for a body that does not parse."""
+@dataclass(frozen=True, slots=True)
+class SlackBody:
+    """A parsed body and how it came: `form`-encoded (else JSON), carrying an `interaction`
+    (a form's `payload` field)."""
+
+    fields: dict[str, Any]
+    form: bool
+    interaction: bool
+
+
+def read_slack_body(text: str, content_type: str | None) -> SlackBody:
+    """The body by bolt's rules: JSON when the content type says so or the body starts with
+    `{`; a form's `payload` field decoded as JSON; else the form's fields (the last of a
+    repeated name wins). One difference: bolt takes any form body whose text mentions
+    "payload" for an interaction (a slash command whose text says "payload" then reads as
+    nothing); here only a form with a `payload` field is one. Raises ValueError
+    (JSONDecodeError among them) for a body that does not parse."""
     if not text:
-        return {}
+        return SlackBody({}, form=True, interaction=False)
     if content_type == "application/json" or text.startswith("{"):
-        return _object(json.loads(text))
+        return SlackBody(_object(json.loads(text)), form=False, interaction=False)
     fields = dict(query_to_pairs(text))
-    if "payload" in text:  # bolt's own test: any body that mentions it is an interaction
-        payload = fields.get("payload")
-        return {} if payload is None else _object(json.loads(payload))
-    return fields
+    payload = fields.get("payload")
+    if payload is None:
+        return SlackBody(fields, form=True, interaction=False)
+    return SlackBody(_object(json.loads(payload)), form=True, interaction=True)
+
+
+def parse_slack_body(text: str, content_type: str | None) -> dict[str, Any]:
+    """`read_slack_body`'s fields."""
+    return read_slack_body(text, content_type).fields
 
 
 def _object(value: object) -> dict[str, Any]:
@@ -43,12 +61,17 @@ def _object(value: object) -> dict[str, Any]:
 
 
 def parsed_bolt_request(
-    raw_body: str, body: dict[str, Any], query: str, headers: Mapping[str, str]
+    raw_body: str,
+    body: dict[str, Any],
+    query: str,
+    headers: Mapping[str, str],
+    context: Mapping[str, Any] | None = None,
 ) -> AsyncBoltRequest:
     """Bolt's HTTP-mode request, as `slack_bolt.adapter.aiohttp.to_bolt_request` builds it, over
-    a body already parsed by `parse_slack_body` (its raw text kept for bolt's signature check)."""
+    a body already parsed by `parse_slack_body` (its raw text kept for bolt's signature check);
+    `context`: entries to start bolt's context with (the validated payload)."""
     request = AsyncBoltRequest(body="", query=query, headers=dict(headers.items()))
     request.raw_body = raw_body
     request.body = body
-    request.context = build_async_context(AsyncBoltContext(), body)
+    request.context = build_async_context(AsyncBoltContext(context or {}), body)
     return request

@@ -8,25 +8,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any
-from zoneinfo import ZoneInfo
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot.background import BackgroundTasks
 from bot.domain.errors import DomainError
-from bot.domain.freezes import FreezeWindow
-from bot.domain.model import ApprovalRequest, Delegation
-from bot.domain.when import describe
+from bot.domain.mrkdwn import Mrkdwn, as_mrkdwn
 from bot.ports import Chat
 from bot.services import breakglass, delegations, freezes
 from bot.services.commands import pending_for
 from bot.services.deps import Deps
 from bot.services.voting import Voting
+from handlers import slack_text
 from handlers.action_ids import REASON_ACTION_ID, ActionId, BlockId, CallbackId, decode_button_value
-from handlers.blocks import break_glass_reason_modal, escape_mrkdwn
+from handlers.blocks import break_glass_reason_modal
 from handlers.errors import correlation_id
+from handlers.slack_actions import channel_of
+from handlers.slack_payloads import BlockActions, SlashCommand, ViewSubmission, payload_of
 from handlers.slash_parser import (
     APPROVALS_HELP,
     BreakGlassCommand,
@@ -45,7 +43,7 @@ from handlers.slash_parser import (
 
 log = logging.getLogger(__name__)
 
-Reply = tuple[str, bool]  # (text, visible to the channel)
+Reply = tuple[Mrkdwn, bool]  # (text, visible to the channel), rendered by handlers/slack_text.py
 
 
 def register(
@@ -55,25 +53,25 @@ def register(
     services = tuple(deps.policy.services)
 
     async def answer(
-        ack: AsyncAck, command: dict[str, Any], run: Callable[[str, str], Awaitable[Reply]]
+        ack: AsyncAck, context: AsyncBoltContext, run: Callable[[str, str], Awaitable[Reply]]
     ) -> None:
-        user = str(command.get("user_id", ""))
+        command = payload_of(context, SlashCommand)
         try:
-            text, public = await run(user, str(command.get("text", "")))
+            text, public = await run(command.user_id, command.text)
         except (ParseError, DomainError) as exc:
-            text, public = exc.message, False
+            text, public = as_mrkdwn(exc.message), False  # plain text is shown escaped
         except Exception:
             cid = correlation_id()
-            log.exception("slash command %s failed [%s]", command.get("command"), cid)
-            text, public = f"Something went wrong on Quorum's side (reference {cid}).", False
-        await ack(response_type="in_channel" if public else "ephemeral", text=text)
+            log.exception("slash command %s failed [%s]", command.command, cid)
+            text, public = slack_text.internal_error(cid), False
+        await ack(response_type="in_channel" if public else "ephemeral", text=as_mrkdwn(text))
 
     async def freeze(user: str, text: str) -> Reply:
         parsed = parse_freeze(text, environments=environments, services=services)
         zone = await freezes.user_zone(deps, user)
         now = deps.clock.now()
         if isinstance(parsed, FreezeListCommand):
-            return _freeze_list(await freezes.list_freezes(deps, now), zone, now), False
+            return slack_text.freeze_list(await freezes.list_freezes(deps, now), zone, now), False
         started = await freezes.start_freeze(
             deps,
             actor=user,
@@ -82,50 +80,24 @@ def register(
             until=parsed.until,
             reason=parsed.reason,
         )
-        f = started.freeze
-        until = f"until {describe(f.ends_at, zone, now)}" if f.ends_at else "until further notice"
-        where = ", ".join(f"<#{c}>" for c in started.channels)
-        return (
-            f":snowflake: <@{user}> froze deployments "
-            f"{freezes.scope_text(f.environments, f.services)} {until}: "
-            f"{escape_mrkdwn(f.reason)} (`{f.id}`; announced in {where}). "
-            f"End it early with `/unfreeze {f.id}`.",
-            True,
-        )
+        return slack_text.freeze_started(user, started, zone, now), True
 
     async def unfreeze(user: str, text: str) -> Reply:
         parsed = parse_unfreeze(text)
         ended = await freezes.end_freezes(deps, actor=user, target=parsed.target)
         zone = await freezes.user_zone(deps, user)
         now = deps.clock.now()
-        lines: list[str] = []
-        if ended.freezes:
-            names = ", ".join(
-                f"`{f.id}` ({freezes.scope_text(f.environments, f.services)})"
-                for f in ended.freezes
-            )
-            lines.append(f":sunny: <@{user}> ended {names}.")
-        else:
-            lines.append(f"No ad-hoc freeze covers {escape_mrkdwn(parsed.target)}.")
-        for window in ended.still_frozen_by:
-            ends = describe(window.ends_at, zone, now) if window.ends_at else "further notice"
-            lines.append(
-                f"Still frozen by the calendar window *{window.recurring}* until {ends} "
-                "(from the policy; a release manager can break glass for an urgent deploy)."
-            )
-        return "\n".join(lines), bool(ended.freezes)
+        reply = slack_text.freeze_ended(user, parsed.target, ended, zone, now)
+        return reply, bool(ended.freezes)
 
     async def approvals(user: str, text: str) -> Reply:
         parsed = parse_approvals(text, environments=environments)
         zone = await freezes.user_zone(deps, user)
         now = deps.clock.now()
         if isinstance(parsed, HelpCommand):
-            if parsed.unknown is None:
-                return APPROVALS_HELP, False
-            unknown = escape_mrkdwn(parsed.unknown)
-            return f"I don't know `/approvals {unknown}`.\n{APPROVALS_HELP}", False
+            return slack_text.help_text(APPROVALS_HELP, parsed.unknown), False
         if isinstance(parsed, PendingCommand):
-            return await _pending(deps, user, zone, now), False
+            return slack_text.pending(await pending_for(deps, user), zone, now), False
         if isinstance(parsed, DelegateCommand):
             delegated = await delegations.delegate(
                 deps,
@@ -135,28 +107,15 @@ def register(
                 environments=parsed.environments,
                 changed=voting.forget_delegations,
             )
-            made = delegated.delegation
-            caveat = (
-                f" It will not be honoured in {', '.join(delegated.not_honoured_in)} "
-                "(the policy's delegation.not_honoured_in)."
-                if delegated.not_honoured_in
-                else ""
-            )
-            return (
-                f"<@{made.delegate}> may now vote on your behalf "
-                f"{_envs(made.environments)} until {describe(made.ends_at, zone, now)} "
-                f"(`{made.id}`).{caveat} End it with `/approvals undelegate`.",
-                False,
-            )
+            return slack_text.delegated(delegated, zone, now), False
         if isinstance(parsed, DelegationsCommand):
             mine = await delegations.my_delegations(deps, actor=user)
-            return _delegations_text(mine.given, mine.received, zone, now), False
+            return slack_text.delegations(mine.given, mine.received, zone, now), False
         if isinstance(parsed, UndelegateCommand):
             revoked = await delegations.undelegate(
                 deps, actor=user, to=parsed.delegate, changed=voting.forget_delegations
             )
-            names = ", ".join(f"<@{d.delegate}>" for d in revoked)
-            return f"Ended your delegation to {names}.", False
+            return slack_text.undelegated(revoked), False
         if isinstance(parsed, BreakGlassCommand):
             request = await breakglass.break_glass(
                 deps,
@@ -165,31 +124,29 @@ def register(
                 reason=parsed.reason,
                 forget=voting.forget_request,
             )
-            return _broken_text(request), False
+            return slack_text.glass_broken(request), False
         if isinstance(parsed, ReviewCommand):
             request = await breakglass.record_review(
                 deps, request_id=parsed.request_id, actor=user, summary=parsed.summary
             )
-            return f"Recorded the post-incident review of `{request.id}`. Thank you.", False
+            return slack_text.review_recorded(request), False
         raise AssertionError(f"unhandled command {parsed!r}")  # pragma: no cover
 
-    async def handle_freeze_command(ack: AsyncAck, command: dict[str, Any]) -> None:
-        await answer(ack, command, freeze)
+    async def handle_freeze_command(ack: AsyncAck, context: AsyncBoltContext) -> None:
+        await answer(ack, context, freeze)
 
-    async def handle_unfreeze_command(ack: AsyncAck, command: dict[str, Any]) -> None:
-        await answer(ack, command, unfreeze)
+    async def handle_unfreeze_command(ack: AsyncAck, context: AsyncBoltContext) -> None:
+        await answer(ack, context, unfreeze)
 
-    async def handle_approvals_command(ack: AsyncAck, command: dict[str, Any]) -> None:
-        await answer(ack, command, approvals)
+    async def handle_approvals_command(ack: AsyncAck, context: AsyncBoltContext) -> None:
+        await answer(ack, context, approvals)
 
-    async def handle_break_glass_action(ack: AsyncAck, body: dict[str, Any]) -> None:
-        user = str((body.get("user") or {}).get("id", ""))
-        actions = body.get("actions") or []
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-            "channel_id"
-        )
+    async def handle_break_glass_action(ack: AsyncAck, context: AsyncBoltContext) -> None:
+        payload = payload_of(context, BlockActions)
+        user = payload.user.id
+        channel = channel_of(payload)
         try:
-            request_id = decode_button_value(str(actions[0].get("value", ""))) if actions else ""
+            request_id = decode_button_value(payload.actions[0].value or "")
         except ValueError:
             request_id = ""
         if not request_id or not user:
@@ -201,12 +158,12 @@ def register(
             await ack()
             if channel:
                 background.spawn(
-                    chat.post_ephemeral(str(channel), user, exc.message),
+                    chat.post_ephemeral(str(channel), user, as_mrkdwn(exc.message)),
                     name=f"break-glass-refusal:{request_id}:{user}",
                 )
             return
         await ack()
-        trigger = body.get("trigger_id")
+        trigger = payload.trigger_id
         if trigger:
             summary = (
                 f"Break glass on {request.service or 'this deployment'} → {request.environment}"
@@ -215,22 +172,20 @@ def register(
             )
             # trigger_id expires 3 s after the click: open the modal right after the ack.
             background.spawn(
-                chat.open_modal(str(trigger), break_glass_reason_modal(request.id, summary)),
+                chat.open_modal(trigger, break_glass_reason_modal(request.id, summary)),
                 name=f"break-glass-modal:{request_id}",
             )
 
-    async def handle_break_glass_submission(ack: AsyncAck, body: dict[str, Any]) -> None:
-        view = body.get("view") or {}
-        user = str((body.get("user") or {}).get("id", ""))
-        values = (view.get("state") or {}).get("values") or {}
-        reason = ((values.get(BlockId.reason.value) or {}).get(REASON_ACTION_ID) or {}).get("value")
+    async def handle_break_glass_submission(ack: AsyncAck, context: AsyncBoltContext) -> None:
+        payload = payload_of(context, ViewSubmission)
+        reason = payload.input_value(BlockId.reason.value, REASON_ACTION_ID)
         try:
-            request_id = decode_button_value(str(view.get("private_metadata", "")))
+            request_id = decode_button_value(payload.view.private_metadata)
             await breakglass.break_glass(
                 deps,
                 request_id=request_id,
-                actor=user,
-                reason=str(reason or ""),
+                actor=payload.user.id,
+                reason=reason or "",
                 forget=voting.forget_request,
             )
         except ValueError:
@@ -252,88 +207,3 @@ def register(
     bolt.command("/approvals")(handle_approvals_command)
     bolt.action(ActionId.break_glass.value)(handle_break_glass_action)
     bolt.view(CallbackId.break_glass_reason.value)(handle_break_glass_submission)
-
-
-# --- rendering ------------------------------------------------------------------------------------
-
-
-def _envs(environments: tuple[str, ...]) -> str:
-    return f"in {', '.join(environments)}" if environments else "in every environment"
-
-
-def _freeze_list(windows: list[FreezeWindow], zone: ZoneInfo, now: datetime) -> str:
-    if not windows:
-        return "No freezes are active or scheduled."
-    lines = ["*Freezes* (times in your time zone):"]
-    for w in windows:
-        scope = freezes.scope_text(w.environments, w.services)
-        ends = describe(w.ends_at, zone, now) if w.ends_at else "further notice"
-        if w.active_at(now):
-            when = f":snowflake: *now* until {ends}"
-        else:
-            when = f"from {describe(w.starts_at, zone, now)} until {ends}"
-        who = f"by <@{w.created_by}> (`{w.id}`)" if w.created_by else f"calendar *{w.recurring}*"
-        lines.append(f"• {when} {scope}, {who}: {escape_mrkdwn(w.reason)}")
-    return "\n".join(lines)
-
-
-def _card_link(request: ApprovalRequest) -> str:
-    title = escape_mrkdwn(
-        f"{request.service or 'unknown service'} → {request.environment}"
-        + (f" {request.details.version}" if request.details.version else "")
-    )
-    if request.message_ts is None:
-        return f"{title} (`{request.id}`, card not posted yet)"
-    ts = request.message_ts.replace(".", "")
-    return f"<https://slack.com/archives/{request.channel}/p{ts}|{title}> (`{request.id}`)"
-
-
-async def _pending(deps: Deps, user: str, zone: ZoneInfo, now: datetime) -> str:
-    found = await pending_for(deps, user)
-    lines: list[str] = []
-    if found.waiting:
-        lines.append(f"*Waiting on you* ({len(found.waiting)}):")
-        for item in found.waiting:
-            frozen = " — :snowflake: frozen, approvable when the freeze ends" if item.frozen else ""
-            lines.append(f"• {_card_link(item.request)}{frozen}")
-    else:
-        lines.append("Nothing is waiting on you.")
-    if found.reviews:
-        lines.append("*Post-incident reviews to record* (break glass):")
-        for request in found.reviews:
-            due = request.review_due_at
-            overdue = due is not None and due <= now
-            when = describe(due, zone, now) if due else "no deadline"
-            flag = ":warning: *overdue*, was due" if overdue else "due"
-            lines.append(
-                f"• {_card_link(request)} {flag} {when}: `/approvals review {request.id} <summary>`"
-            )
-    return "\n".join(lines)
-
-
-def _delegations_text(
-    given: tuple[Delegation, ...], received: tuple[Delegation, ...], zone: ZoneInfo, now: datetime
-) -> str:
-    lines: list[str] = []
-    if given:
-        lines.append("*You delegated to:*")
-        lines += [
-            f"• <@{d.delegate}> {_envs(d.environments)} until {describe(d.ends_at, zone, now)}"
-            for d in given
-        ]
-    if received:
-        lines.append("*You may vote on behalf of:*")
-        lines += [
-            f"• <@{d.delegator}> {_envs(d.environments)} until {describe(d.ends_at, zone, now)}"
-            for d in received
-        ]
-    return "\n".join(lines) or "You have no delegations, and nobody delegated to you."
-
-
-def _broken_text(request: ApprovalRequest) -> str:
-    extra = [r for r in request.rules if r.origin == "break-glass"]
-    needs = ", ".join(f"{r.name} ({r.approvals} from {r.team})" for r in extra) or "none"
-    return (
-        f":rotating_light: Glass broken on `{request.id}`: the freeze no longer holds it; "
-        f"extra approvals required: {needs}. It was announced in <#{request.channel}>."
-    )

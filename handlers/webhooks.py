@@ -21,6 +21,7 @@ from bot.pipelines.base import (
     ResolvesRequester,
     SignatureError,
 )
+from bot.pipelines.egress import UrlRefused
 from bot.services.errors import ServiceError
 from bot.services.intake import Opened
 from bot.services.updates import Applied
@@ -55,6 +56,9 @@ def register(
             return json_error(401, f"signature verification failed: {exc.reason}")
         except InvalidPayload as exc:
             return json_error(400, "invalid request body", fields=[e.as_dict() for e in exc.errors])
+        except UrlRefused as exc:  # a URL Quorum may not call (egress policy, JENKINS_URL)
+            fields = [e.as_dict() for e in exc.errors]
+            return json_error(422, "refused: a URL in the body may not be called", fields=fields)
         except Ignored as exc:
             log.info("webhook %s ignored: %s", adapter.source, exc.reason)
             if exc.status == 204:

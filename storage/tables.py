@@ -271,3 +271,17 @@ class MessageRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class SlackReplayRow(Base):
+    """Signed Slack requests already taken (`bot.ports.SlackReplayLog`): a replay of one (same
+    signature and timestamp) gets the first answer instead of acting again. Kept a little past
+    Slack's 5-minute signature window, after which a replay fails the signature check anyway."""
+
+    __tablename__ = "slack_replays"
+
+    key: Mapped[str] = mapped_column(String(HASH), primary_key=True)  # sha256 of ts + signature
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    status: Mapped[int | None] = mapped_column(Integer)  # None: taken, not answered yet
+    content_type: Mapped[str | None] = mapped_column(String(NAME))
+    body: Mapped[str | None] = mapped_column(Text)

@@ -18,6 +18,7 @@ from bot.ports import (
     MessageQueue,
     Outbox,
     RequestRepository,
+    SlackReplayLog,
     UnitOfWork,
     VoteRepository,
     WebhookLog,
@@ -30,6 +31,7 @@ from storage.repositories import (
     SqlMessageQueue,
     SqlOutbox,
     SqlRequestRepository,
+    SqlSlackReplayLog,
     SqlVoteRepository,
     SqlWebhookLog,
 )
@@ -59,6 +61,7 @@ class SqlUnitOfWork:
     freezes: FreezeRepository
     delegations: DelegationRepository
     messages: MessageQueue
+    slack_replays: SlackReplayLog
 
     def __init__(
         self,
@@ -93,6 +96,7 @@ class SqlUnitOfWork:
         self.freezes = SqlFreezeRepository(session)
         self.delegations = SqlDelegationRepository(session)
         self.messages = SqlMessageQueue(session)
+        self.slack_replays = SqlSlackReplayLog(session)
         return self
 
     async def __aexit__(

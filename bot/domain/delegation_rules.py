@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from bot.domain import mrkdwn
 from bot.domain.model import Delegation
+from bot.domain.mrkdwn import md
 
 DEFAULT_MAX_PERIOD = timedelta(days=14)
 
@@ -134,18 +136,21 @@ def team_refusal(
     if rules.to is not None:
         if teams.may_include(rules.to, delegate):
             return None
-        return (
-            f"<@{delegate}> is not in the team {rules.to!r}, and the policy lets delegations go "
-            "only to its members (delegation.to)."
+        return md(
+            "{} is not in the team {}, and the policy lets delegations go only to its members "
+            "(delegation.to).",
+            mrkdwn.user(delegate),
+            repr(rules.to),
         )
     mine = teams.teams_of(delegator)
     if not mine:
         return "You are not in any team, so you have no approvals to delegate."
     if any(teams.may_include(team, delegate) for team in mine):
         return None
-    return (
-        f"<@{delegate}> is not in any team you approve for ({_names(mine)}); a delegate must "
-        "share one of your teams."
+    return md(
+        "{} is not in any team you approve for ({}); a delegate must share one of your teams.",
+        mrkdwn.user(delegate),
+        _names(mine),
     )
 
 

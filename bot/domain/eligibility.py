@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from bot.domain import mrkdwn
 from bot.domain.ballot import Ballot
 from bot.domain.model import ApprovalRequest, Delegation, RequestState, Vote, VoteKind
+from bot.domain.mrkdwn import Mrkdwn, md
 from bot.domain.quorum import (
     assigned_rule,
     eligible_rules,
@@ -20,6 +22,7 @@ from bot.domain.quorum import (
     tally,
     would_help,
 )
+from bot.domain.text import control_character_refusal, is_blank
 
 
 class RefusalCode(StrEnum):
@@ -36,7 +39,8 @@ class RefusalCode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Why a vote was not recorded; `message` is the exact sentence shown to the person clicking."""
+    """Why a vote was not recorded; `message` is the exact sentence shown to the person clicking:
+    a `Mrkdwn` when it mentions someone (bot/domain/mrkdwn.py), else plain text (shown escaped)."""
 
     code: RefusalCode
     message: str
@@ -61,8 +65,10 @@ def check_vote(
     2. ALREADY_VOTED — the most specific fact about this person, and the answer to a double click
        (telling someone who filled a rule that it is "not needed" would be confusing).
     3. REASON_REQUIRED — a property of the submission, not of the person: the rejection modal can
-       show it as a field error and stay open. Pass `require_reason=False` to pre-check a Reject
-       click before the modal is opened (eligibility is then already checked once).
+       show it as a field error and stay open. Also a reason holding a control character, and a
+       rejection reason with nothing visible in it (zero-width characters only). Pass
+       `require_reason=False` to pre-check a Reject click before the modal is opened
+       (eligibility is then already checked once).
     4. NOT_ELIGIBLE — the most fundamental personal reason; for a requester who is no approver
        anyway, "you are not an approver" is the truer answer.
     5. REQUESTER — permanent for this request, so it comes before the freeze: telling the requester
@@ -91,7 +97,11 @@ def check_vote(
     if previous is not None:
         return _already_voted(previous, voter=voter, clicker=clicker, now=now)
 
-    if kind is VoteKind.REJECT and require_reason and not (reason and reason.strip()):
+    # A control character is refused in any reason (PostgreSQL cannot store NUL); "present"
+    # means visible: zero-width characters alone are no reason.
+    if (refused := control_character_refusal("The reason", reason)) is not None:
+        return Refusal(RefusalCode.REASON_REQUIRED, refused)
+    if kind is VoteKind.REJECT and require_reason and is_blank(reason):
         return Refusal(
             RefusalCode.REASON_REQUIRED,
             "A rejection needs a reason: say what is wrong so the requester knows what to fix.",
@@ -104,8 +114,12 @@ def check_vote(
         barred = [r.name for r in request.rules if clicker in r.excluded]
         return Refusal(
             RefusalCode.NOT_ELIGIBLE,
-            f"You broke glass on this request, so {', '.join(barred)} must come from someone "
-            f"else, not even from you on behalf of <@{voter}>.",
+            md(
+                "You broke glass on this request, so {} must come from someone else, not even "
+                "from you on behalf of {}.",
+                ", ".join(barred),
+                mrkdwn.user(voter),
+            ),
         )
 
     requester = request.requester.slack_user
@@ -113,8 +127,11 @@ def check_vote(
         if on_behalf and clicker == requester:
             return Refusal(
                 RefusalCode.REQUESTER,
-                f"You requested this deployment, so you cannot vote on it, not even on behalf of "
-                f"<@{voter}>.",
+                md(
+                    "You requested this deployment, so you cannot vote on it, not even on behalf "
+                    "of {}.",
+                    mrkdwn.user(voter),
+                ),
             )
         if kind is VoteKind.APPROVE and not request.self_approval and voter == requester:
             return Refusal(RefusalCode.REQUESTER, _requester_message(request, voter, on_behalf))
@@ -127,11 +144,14 @@ def check_vote(
         )
 
     if kind is VoteKind.APPROVE and frozen_reason is not None:
-        why = f": {_sentence(frozen_reason)}" if frozen_reason.strip() else ""
+        why = md(": {}", _sentence(frozen_reason)) if frozen_reason.strip() else ""
         return Refusal(
             RefusalCode.FROZEN,
-            f"Deployments to {request.environment} are frozen{why}. "
-            "Approvals are paused until the freeze ends.",
+            md(
+                "Deployments to {} are frozen{}. Approvals are paused until the freeze ends.",
+                request.environment,
+                why,
+            ),
         )
 
     if kind is VoteKind.APPROVE and not would_help(rules, eligible, votes, voter):
@@ -229,8 +249,9 @@ def _when(at: datetime, now: datetime) -> str:
     return f"on {at_utc.day} {at_utc:%b %Y} at {at_utc:%H:%M} UTC"
 
 
-def _sentence(text: str) -> str:
-    return text.strip().rstrip(".")
+def _sentence(text: str) -> Mrkdwn:
+    """`text` (escaped unless it is a `Mrkdwn`) without surrounding space and final full stops."""
+    return mrkdwn.strip(mrkdwn.strip(text), ".")
 
 
 def _target(request: ApprovalRequest) -> str:
@@ -245,7 +266,7 @@ def _decided(request: ApprovalRequest, now: datetime) -> Refusal:
         RequestState.EXPIRED: f"expired{when} without a decision",
         RequestState.CANCELLED: f"was cancelled{when}",
     }.get(request.state, f"is {request.state.value}")
-    return Refusal(RefusalCode.DECIDED, f"This request {what}; your vote was not recorded.")
+    return Refusal(RefusalCode.DECIDED, md("This request {}; your vote was not recorded.", what))
 
 
 def _ballot_of(request: ApprovalRequest, votes: Sequence[Vote]) -> Ballot:
@@ -264,23 +285,28 @@ def _already_voted(previous: Vote, *, voter: str, clicker: str, now: datetime) -
     when = _when(previous.cast_at, now)
     by, for_ = previous.clicked_by, previous.voter
     once = "a person counts once per request, as themselves or on behalf of someone."
+    by_, for__ = mrkdwn.user(by), mrkdwn.user(for_)
     if by == clicker and for_ == voter:
         message = (
-            f"You already {verb} this request {when}."
+            md("You already {} this request {}.", verb, when)
             if by == for_
-            else f"You already {verb} this request on behalf of <@{for_}> {when}."
+            else md("You already {} this request on behalf of {} {}.", verb, for__, when)
         )
     elif by == clicker:
-        as_whom = "as yourself" if by == for_ else f"on behalf of <@{for_}>"
-        message = f"You already voted on this request: you {verb} it {as_whom} {when}; {once}"
+        as_whom = md("as yourself") if by == for_ else md("on behalf of {}", for__)
+        message = md(
+            "You already voted on this request: you {} it {} {}; {}", verb, as_whom, when, once
+        )
     elif for_ == clicker:
-        message = f"<@{by}> already {verb} this request on your behalf {when}; {once}"
+        message = md("{} already {} this request on your behalf {}; {}", by_, verb, when, once)
     elif for_ == voter and by == for_:
-        message = f"<@{voter}> already {verb} this request {when}."
+        message = md("{} already {} this request {}.", mrkdwn.user(voter), verb, when)
     else:
         # Either someone else already voted for the voter, or the voter used their one vote as a
         # delegate for someone else: both humans are named so the clicker sees who counted.
-        message = f"<@{by}> already {verb} this request on behalf of <@{for_}> {when}; {once}"
+        message = md(
+            "{} already {} this request on behalf of {} {}; {}", by_, verb, for__, when, once
+        )
     return Refusal(RefusalCode.ALREADY_VOTED, message)
 
 
@@ -288,26 +314,36 @@ def _rule_list(request: ApprovalRequest) -> str:
     return ", ".join(f"{rule.name} ({rule.team})" for rule in request.rules) or "no rules"
 
 
-def _not_eligible_message(request: ApprovalRequest, voter: str, on_behalf: bool) -> str:
+def _not_eligible_message(request: ApprovalRequest, voter: str, on_behalf: bool) -> Mrkdwn:
     barred = [rule.name for rule in request.rules if voter in rule.excluded]
     if barred and not on_behalf:
-        return (
-            f"You are not an approver for {_target(request)}: you broke glass on it, so "
-            f"{', '.join(barred)} must come from someone else."
+        return md(
+            "You are not an approver for {}: you broke glass on it, so {} must come from "
+            "someone else.",
+            _target(request),
+            ", ".join(barred),
         )
-    who = f"<@{voter}>, on whose behalf you are voting, is" if on_behalf else "You are"
-    return f"{who} not an approver for {_target(request)}. Eligible: {_rule_list(request)}."
+    who = (
+        md("{}, on whose behalf you are voting, is", mrkdwn.user(voter))
+        if on_behalf
+        else md("You are")
+    )
+    return md(
+        "{} not an approver for {}. Eligible: {}.", who, _target(request), _rule_list(request)
+    )
 
 
-def _requester_message(request: ApprovalRequest, voter: str, on_behalf: bool) -> str:
+def _requester_message(request: ApprovalRequest, voter: str, on_behalf: bool) -> Mrkdwn:
     if on_behalf:
-        return (
-            f"<@{voter}> is the requester of this deployment; {request.environment} requires "
-            "someone else's approval, so you cannot approve on their behalf."
+        return md(
+            "{} is the requester of this deployment; {} requires someone else's approval, so "
+            "you cannot approve on their behalf.",
+            mrkdwn.user(voter),
+            request.environment,
         )
-    return (
-        "You are the requester of this deployment; "
-        f"{request.environment} requires someone else's approval."
+    return md(
+        "You are the requester of this deployment; {} requires someone else's approval.",
+        request.environment,
     )
 
 
@@ -316,11 +352,10 @@ def _not_needed_message(
     votes: Sequence[Vote],
     eligible: Mapping[str, frozenset[str]],
     voter: str,
-) -> str:
+) -> Mrkdwn:
     names = ", ".join(rule.name for rule in eligible_rules(request.rules, eligible, voter))
     current = tally(request.rules, eligible, votes, request.reject_mode)
-    you_can = f"The rules you can approve for ({names}) are already satisfied"
+    you_can = md("The rules you can approve for ({}) are already satisfied", names)
     if current.waiting_on:
-        waiting = ", ".join(current.waiting_on)
-        return f"{you_can}; waiting on {waiting}."
-    return f"{you_can}; every rule is met and the request is being approved."
+        return md("{}; waiting on {}.", you_can, ", ".join(current.waiting_on))
+    return md("{}; every rule is met and the request is being approved.", you_can)

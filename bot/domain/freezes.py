@@ -6,10 +6,14 @@ croniter, so this module stays pure and its DST behaviour is explicit: a cron ex
 *wall-clock* times in the window's zone; each matching local minute becomes one instant through
 zoneinfo (`fold=0`: an ambiguous time means its first occurrence, a time skipped by DST lands
 just after the gap), so `0 18 * * *` in Europe/London starts at 18:00 local all year round.
+The policy loader validates expressions with this same parser (`Cron.parse`), so an expression
+`check-config` accepts is one the sweep can evaluate.
 """
 
 from __future__ import annotations
 
+import calendar
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -37,9 +41,23 @@ class CronError(ValueError):
     """A cron expression this matcher cannot read (the message says which part)."""
 
 
+class CronUnsupported(CronError):
+    """Cron syntax some tools accept but this matcher does not evaluate (e.g. `L-2`)."""
+
+
+_NEAREST = re.compile(r"([0-9]{1,2})w")  # 15W: the weekday nearest the 15th
+_NTH = re.compile(r"([a-z0-9]+)#([0-9])")  # 5#3: the third Friday
+_LAST_OF = re.compile(r"([a-z0-9]+)l")  # 5L: the last Friday
+
+
 @dataclass(frozen=True, slots=True)
 class Cron:
-    """A parsed 5-field cron expression (minute hour day-of-month month day-of-week)."""
+    """A parsed 5-field cron expression (minute hour day-of-month month day-of-week).
+
+    Beyond numbers, ranges, steps, lists and names: `L` (last day of the month), `15W` (the
+    weekday nearest the 15th, within the month), `LW` (the last weekday of the month) and `?`
+    (any) in day-of-month; `5#3` (the third Friday), `5L` (the last Friday) and `?` in
+    day-of-week."""
 
     minutes: frozenset[int]
     hours: frozenset[int]
@@ -48,6 +66,11 @@ class Cron:
     weekdays: frozenset[int]  # 0 = Sunday … 6 = Saturday (7 is folded to 0)
     days_restricted: bool
     weekdays_restricted: bool
+    last_day: bool = False  # L
+    last_workday: bool = False  # LW
+    nearest_workday: frozenset[int] = frozenset()  # 15W → {15}
+    nth_weekdays: frozenset[tuple[int, int]] = frozenset()  # 5#3 → {(5, 3)}
+    last_weekdays: frozenset[int] = frozenset()  # 5L → {5}
 
     @staticmethod
     def parse(expression: str) -> Cron:
@@ -55,27 +78,50 @@ class Cron:
         fields = text.split()
         if len(fields) != 5:
             raise CronError(f"cron expression {expression!r}: expected 5 fields")
-        minute, hour, day, month, weekday = fields
-        weekdays = _field(weekday, 0, 7, _DAYS, "day-of-week")
+        minute, hour, day, month, weekday = ("*" if f == "?" else f for f in fields)
+        days = _DayOfMonth.parse(day)
+        weekdays = _DayOfWeek.parse(weekday)
         return Cron(
             minutes=_field(minute, 0, 59, (), "minute"),
             hours=_field(hour, 0, 23, (), "hour"),
-            days=_field(day, 1, 31, (), "day-of-month"),
+            days=days.plain,
             months=_field(month, 1, 12, _MONTHS, "month", offset=1),
-            weekdays=frozenset(d % 7 for d in weekdays),
+            weekdays=weekdays.plain,
             days_restricted=not day.startswith("*"),
             weekdays_restricted=not weekday.startswith("*"),
+            last_day=days.last,
+            last_workday=days.last_workday,
+            nearest_workday=days.nearest,
+            nth_weekdays=weekdays.nth,
+            last_weekdays=weekdays.last,
         )
 
     def matches_day(self, day: date) -> bool:
         if day.month not in self.months:
             return False
-        in_days = day.day in self.days
-        in_weekdays = (day.isoweekday() % 7) in self.weekdays
+        in_days = self._in_days(day)
+        in_weekdays = self._in_weekdays(day)
         # Vixie cron: when both day fields are restricted, either one matching is enough.
         if self.days_restricted and self.weekdays_restricted:
             return in_days or in_weekdays
         return in_days and in_weekdays
+
+    def _in_days(self, day: date) -> bool:
+        last = _month_length(day)
+        return (
+            day.day in self.days
+            or (self.last_day and day.day == last)
+            or (self.last_workday and day.day == _nearest_workday(day, last, last))
+            or any(day.day == _nearest_workday(day, n, last) for n in self.nearest_workday)
+        )
+
+    def _in_weekdays(self, day: date) -> bool:
+        weekday = day.isoweekday() % 7
+        return (
+            weekday in self.weekdays
+            or (weekday, (day.day - 1) // 7 + 1) in self.nth_weekdays
+            or (weekday in self.last_weekdays and day.day + 7 > _month_length(day))
+        )
 
     def occurrences(self, zone: ZoneInfo, start: datetime, end: datetime) -> Iterator[datetime]:
         """The instants in [start, end) whose wall time in `zone` matches, in order (UTC)."""
@@ -91,6 +137,96 @@ class Cron:
                         seen.add(instant)
                         yield instant
             day += timedelta(days=1)
+
+
+def _month_length(day: date) -> int:
+    return calendar.monthrange(day.year, day.month)[1]
+
+
+def _nearest_workday(day: date, target: int, last: int) -> int:
+    """The day of `day`'s month that `targetW` names: the Monday-to-Friday day nearest the
+    `target`th, never crossing into another month; 0 (no day) when the month is shorter."""
+    if target > last:
+        return 0
+    weekday = date(day.year, day.month, target).weekday()  # 5 = Saturday, 6 = Sunday
+    if weekday == 5:
+        return target - 1 if target > 1 else target + 2
+    if weekday == 6:
+        return target + 1 if target < last else target - 2
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class _DayOfMonth:
+    plain: frozenset[int]
+    last: bool
+    last_workday: bool
+    nearest: frozenset[int]
+
+    @staticmethod
+    def parse(text: str) -> _DayOfMonth:
+        plain: list[str] = []
+        last = last_workday = False
+        nearest: set[int] = set()
+        for part in text.split(","):
+            low = part.lower()
+            if low == "l":
+                last = True
+            elif low == "lw":
+                last_workday = True
+            elif match := _NEAREST.fullmatch(low):
+                n = int(match.group(1))
+                if not 1 <= n <= 31:
+                    raise CronError(f"day-of-month {part!r} is out of range 1-31")
+                nearest.add(n)
+            elif "l" in low or "w" in low:
+                raise CronUnsupported(
+                    f"day-of-month {part!r} is not supported (supported: numbers, ranges, "
+                    "steps, L for the last day of the month, 15W for the weekday nearest the "
+                    "15th, LW for the last weekday)"
+                )
+            else:
+                plain.append(part)
+        days = _field(",".join(plain), 1, 31, (), "day-of-month") if plain else frozenset()
+        return _DayOfMonth(days, last, last_workday, frozenset(nearest))
+
+
+@dataclass(frozen=True, slots=True)
+class _DayOfWeek:
+    plain: frozenset[int]
+    nth: frozenset[tuple[int, int]]
+    last: frozenset[int]
+
+    @staticmethod
+    def parse(text: str) -> _DayOfWeek:
+        plain: list[str] = []
+        nth: set[tuple[int, int]] = set()
+        last: set[int] = set()
+        for part in text.split(","):
+            low = part.lower()
+            if match := _NTH.fullmatch(low):
+                weekday, n = _weekday(match.group(1), part), int(match.group(2))
+                if not 1 <= n <= 5:
+                    raise CronError(f"day-of-week {part!r}: the week must be 1-5")
+                nth.add((weekday, n))
+            elif match := _LAST_OF.fullmatch(low):
+                last.add(_weekday(match.group(1), part))
+            elif "#" in low or "l" in low:
+                raise CronUnsupported(
+                    f"day-of-week {part!r} is not supported (supported: numbers, names, ranges, "
+                    "steps, 5#3 for the third Friday, 5L for the last Friday of the month)"
+                )
+            else:
+                plain.append(part)
+        weekdays = _field(",".join(plain), 0, 7, _DAYS, "day-of-week") if plain else frozenset()
+        return _DayOfWeek(frozenset(d % 7 for d in weekdays), frozenset(nth), frozenset(last))
+
+
+def _weekday(text: str, part: str) -> int:
+    day = _number(text, _DAYS, 0, "day-of-week")
+    if not 0 <= day <= 7:
+        raise CronError(f"day-of-week {part!r} is out of range 0-7")
+    return day % 7
 
 
 def _field(
@@ -119,7 +255,7 @@ def _field(
 def _number(text: str, names: Sequence[str], offset: int, what: str) -> int:
     if text in names:
         return names.index(text) + offset
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise CronError(f"cannot read {text!r} in the {what} field")
     return int(text)
 

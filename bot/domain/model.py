@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.domain.mrkdwn import Mrkdwn
+
 _NOBODY: frozenset[str] = frozenset()
 
 
@@ -281,7 +283,7 @@ class OutgoingMessage:
     id: str
     dedupe_key: str
     channel: str  # a channel id, or a user id for a DM (`dm=True`)
-    text: str
+    text: Mrkdwn  # sent as it is: built with bot/domain/mrkdwn.py
     created_at: datetime
     not_before: datetime
     request_id: str | None = None

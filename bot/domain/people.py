@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.domain import mrkdwn
+from bot.domain.mrkdwn import Mrkdwn, md
+
 
 @dataclass(frozen=True, slots=True)
 class SlackUser:
@@ -40,25 +43,27 @@ class Installation:
 
 def person_refusal(
     user_id: str, person: SlackUser | None, installation: Installation
-) -> str | None:
+) -> Mrkdwn | None:
     """None when `person` is a full, active, human member of the installation's workspace or
     org; else why not, as the sentence shown to them (or about them, in `check-config --live`)."""
     if person is None:
-        return f"Slack does not know the user {user_id}, so Quorum cannot count them."
+        return md("Slack does not know the user {}, so Quorum cannot count them.", user_id)
     if person.id != user_id:
-        return f"Slack answered for {person.id} when asked about {user_id}."
+        return md("Slack answered for {} when asked about {}.", person.id, user_id)
+    who = mrkdwn.user(user_id)
     if person.deleted:
-        return f"<@{user_id}>'s Slack account is deactivated."
+        return md("{}'s Slack account is deactivated.", who)
     if person.is_bot or person.is_app_user or user_id == installation.bot_user_id:
-        return f"<@{user_id}> is a bot or app user; only people may approve deployments."
+        return md("{} is a bot or app user; only people may approve deployments.", who)
     if person.is_restricted or person.is_ultra_restricted:
-        return f"<@{user_id}> is a guest of this workspace; guests may not approve deployments."
+        return md("{} is a guest of this workspace; guests may not approve deployments.", who)
     if person.is_stranger or not same_organisation(
         person.team_id, person.enterprise_id, installation
     ):
-        return (
-            f"<@{user_id}> belongs to another organisation (Slack Connect); only members of "
-            "this workspace may approve deployments."
+        return md(
+            "{} belongs to another organisation (Slack Connect); only members of this "
+            "workspace may approve deployments.",
+            who,
         )
     return None
 

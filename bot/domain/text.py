@@ -41,3 +41,11 @@ def visible(text: str) -> str:
 def is_blank(text: str | None) -> bool:
     """True when nothing a reader could see is left: None, "", spaces, zero-width characters."""
     return text is None or not visible(text)
+
+
+def control_character_refusal(what: str, text: str | None) -> str | None:
+    """The sentence refusing Slack input `what` (e.g. "The reason") for a control character,
+    such as "The reason must not contain control characters (U+0000 at position 3); nothing was
+    changed.", or None when `text` has none."""
+    problem = None if text is None else control_character_message(text)
+    return None if problem is None else f"{what} {problem}; nothing was changed."

@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic_core import PydanticCustomError
+
 from bot.domain.model import Delivery, RequestDetails, Requester, Risk
+from bot.domain.text import control_character_message
 from bot.ports import DeliveryResult
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "ResolvesRequester",
     "SignatureError",
     "iso_utc",
+    "refuse_control_characters",
 ]
 
 
@@ -105,6 +109,18 @@ class Ignored(InboundError):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+def refuse_control_characters(value: Any) -> Any:
+    """A `mode="before"` field validator for every inbound webhook body model, attached as
+    `_text = field_validator("*", mode="before")(refuse_control_characters)` on the module's
+    base model: no string field, at any depth, may hold a control character (NUL breaks
+    PostgreSQL; the others garble cards and the audit trail). It runs before a field's own
+    validators and before whitespace is stripped, so the error (400 naming the field, e.g.
+    `links[0].text`) is the same whatever else the field allows."""
+    if isinstance(value, str) and (problem := control_character_message(value)) is not None:
+        raise PydanticCustomError("control_character", problem)
+    return value
 
 
 class PipelineAdapter(Protocol):

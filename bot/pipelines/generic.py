@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
 )
 
 from bot.domain.model import (
@@ -30,8 +31,17 @@ from bot.domain.model import (
     Risk,
     Vote,
 )
-from bot.pipelines.base import FieldError, InboundRequest, InvalidPayload, iso_utc
-from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
+from bot.domain.text import control_character, is_blank
+from bot.pipelines.base import (
+    FieldError,
+    InboundRequest,
+    InvalidPayload,
+    iso_utc,
+    refuse_control_characters,
+)
+from bot.pipelines.egress import EgressPolicy, UrlRefused
+from bot.pipelines.outbound import NOT_RETRIED, callback_result, connect_failure
+from bot.pipelines.signing import StandardWebhookVerifier, WebhookSigner
 from bot.ports import DeliveryResult
 
 __all__ = [
@@ -44,8 +54,6 @@ __all__ = [
 SOURCE: Final = "generic"
 DECISIONS: Final = frozenset({"approved", "rejected", "expired"})
 CALLBACK_TIMEOUT_SECONDS: Final = 10.0
-_ERROR_BODY_CHARS = 200
-_RETRYABLE_STATUSES = frozenset({408, 425, 429})
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
@@ -53,8 +61,10 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 def _blank_to_none(value: Any) -> Any:
-    # Pipelines template optional fields from variables that are often empty: "" means absent.
-    if isinstance(value, str) and not value.strip():
+    # Pipelines template optional fields from variables that are often empty: "" means absent,
+    # and so does text with nothing visible ("\u200b"). A control character is refused instead
+    # (refuse_control_characters), even where it is all there is.
+    if isinstance(value, str) and control_character(value) is None and is_blank(value):
         return None
     return value
 
@@ -92,6 +102,7 @@ HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
 class _Body(BaseModel):
     # Unknown keys are ignored so that pipelines can send more than Quorum reads.
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    _text = field_validator("*", mode="before")(refuse_control_characters)
 
 
 class RequestedBy(_Body):
@@ -228,19 +239,21 @@ class GenericAdapter:
 
     `http` is a ClientSession, or a callable returning the one to use (so the adapter can be
     built before the event loop runs); the caller owns and closes it. Without a `signer` (no
-    callback secret configured) callbacks fail permanently rather than go out unsigned."""
+    callback key or secret configured) callbacks fail permanently rather than go out unsigned."""
 
     source: Final = SOURCE
 
     def __init__(
         self,
         verifier: StandardWebhookVerifier,
-        signer: StandardWebhookSigner | None,
+        signer: WebhookSigner | None,
         http: SessionProvider,
         clock: Callable[[], datetime],
         *,
         timeout: float = CALLBACK_TIMEOUT_SECONDS,
         user_agent: str = "Quorum",
+        egress: EgressPolicy | None = None,
+        jenkins_url: str | None = None,
     ) -> None:
         self._verifier = verifier
         self._signer = signer
@@ -248,6 +261,10 @@ class GenericAdapter:
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._user_agent = user_agent
+        # Where webhook-named URLs may go (QUORUM_EGRESS_ALLOW); `http` must be a session whose
+        # resolver applies the same policy at connect time (bot/pipelines/egress.py).
+        self._egress = egress or EgressPolicy()
+        self._jenkins_url = jenkins_url.rstrip("/") + "/" if jenkins_url else None
 
     def __repr__(self) -> str:
         return f"GenericAdapter(verifier={self._verifier!r}, signer={self._signer!r})"
@@ -255,6 +272,7 @@ class GenericAdapter:
     def parse(self, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
         webhook_id = self._verifier.verify(body, headers)
         model = parse_body(body)
+        self._check_urls(model)
         who = model.requested_by or RequestedBy()
         callback: dict[str, Any] = {}
         if model.callback_url is not None:
@@ -294,6 +312,29 @@ class GenericAdapter:
             ),
         }
 
+    def _check_urls(self, model: GenericWebhookBody) -> None:
+        """The URLs Quorum would call, against the egress policy and JENKINS_URL → 422."""
+        refused: list[FieldError] = []
+        if model.callback_url is not None and (
+            reason := self._egress.url_refusal(model.callback_url)
+        ):
+            refused.append(FieldError("callback_url", reason))
+        if model.jenkins is not None:
+            input_url = model.jenkins.input_url
+            under = input_url if input_url.endswith("/") else input_url + "/"
+            if self._jenkins_url is not None and not under.startswith(self._jenkins_url):
+                refused.append(
+                    FieldError(
+                        "jenkins.input_url",
+                        f"is not under JENKINS_URL ({self._jenkins_url}); Quorum only answers "
+                        "input steps of the configured Jenkins",
+                    )
+                )
+            elif self._jenkins_url is None and (reason := self._egress.url_refusal(input_url)):
+                refused.append(FieldError("jenkins.input_url", reason))
+        if refused:
+            raise UrlRefused(refused)
+
     async def deliver(self, delivery: Delivery) -> DeliveryResult:
         url = delivery.payload.get("url")
         if not url:  # queued by a version that also queued deliveries for polled requests
@@ -303,7 +344,15 @@ class GenericAdapter:
             # A bug on our side, not the pipeline's: retrying would not fix it.
             return DeliveryResult(ok=False, detail="delivery has no body", permanent=True)
         if self._signer is None:
-            return DeliveryResult(ok=False, detail="no callback secret configured", permanent=True)
+            return DeliveryResult(
+                ok=False, detail="no callback signing key or secret configured", permanent=True
+            )
+        # Checked again: QUORUM_EGRESS_ALLOW may have changed since intake, and an address
+        # literal never reaches the resolver that checks names at connect time.
+        if reason := self._egress.url_refusal(str(url)):
+            return DeliveryResult(
+                ok=False, detail=f"callback_url {reason} ({NOT_RETRIED})", permanent=True
+            )
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         # delivery.id is the webhook-id: every retry carries the same one, so the pipeline
         # can drop duplicates; the timestamp is fresh so that the retry is not stale.
@@ -315,40 +364,14 @@ class GenericAdapter:
             async with session.post(
                 str(url), data=body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return DeliveryResult(ok=True, detail=f"HTTP {status}")
-                if status in _RETRYABLE_STATUSES or status >= 500:
-                    return DeliveryResult(ok=False, detail=f"HTTP {status}")
-                text = await _excerpt(response)
-                detail = f"HTTP {status}: {text}" if text else f"HTTP {status}"
-                return DeliveryResult(ok=False, detail=detail, permanent=True)
+                # Never read: a receiver's answer is its status code (see callback_result).
+                return callback_result(response.status)
         except TimeoutError:
             return DeliveryResult(ok=False, detail=f"timed out after {self._timeout.total:g} s")
         except aiohttp.InvalidURL:
             return DeliveryResult(ok=False, detail="invalid callback URL", permanent=True)
         except aiohttp.ClientConnectorError as exc:
-            return DeliveryResult(ok=False, detail=_connect_error(exc))
+            return connect_failure(exc)
         except aiohttp.ClientError as exc:
             # The exception text may quote the URL, which can carry a token: name the kind only.
             return DeliveryResult(ok=False, detail=f"network error: {type(exc).__name__}")
-
-
-async def _excerpt(response: aiohttp.ClientResponse) -> str:
-    try:
-        raw = await response.content.read(_ERROR_BODY_CHARS * 4)
-    except (aiohttp.ClientError, TimeoutError):
-        return ""
-    text = " ".join(raw.decode("utf-8", errors="replace").split())
-    return text[:_ERROR_BODY_CHARS]
-
-
-def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"DNS lookup failed for {exc.host}"
-    if isinstance(exc.os_error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS error connecting to {exc.host}"
-    reason = exc.os_error.strerror or type(exc.os_error).__name__
-    return f"cannot connect to {exc.host}:{exc.port}: {reason}"

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.domain.model import (
     ApprovalRequest,
@@ -36,6 +36,7 @@ from bot.pipelines.base import (
     InboundRequest,
     InvalidPayload,
     SignatureError,
+    refuse_control_characters,
 )
 from bot.pipelines.github_auth import GitHubAppAuth, GitHubAuthError, github_headers
 from bot.pipelines.hmac_tokens import HubSignatureVerifier, split_secrets
@@ -74,6 +75,7 @@ _MAX_RUN_BYTES: Final = 1 << 20  # a run is ~10 KB; anything far larger is not o
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    _text = field_validator("*", mode="before")(refuse_control_characters)
 
 
 class _User(_Body):

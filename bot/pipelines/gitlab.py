@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.domain.model import (
     ApprovalRequest,
@@ -30,6 +30,7 @@ from bot.pipelines.base import (
     InboundRequest,
     InboundUpdate,
     InvalidPayload,
+    refuse_control_characters,
 )
 from bot.pipelines.hmac_tokens import TokenVerifier, split_secrets
 from bot.pipelines.outbound import failure, send
@@ -53,6 +54,7 @@ _TIMEOUT = aiohttp.ClientTimeout(total=10.0)
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    _text = field_validator("*", mode="before")(refuse_control_characters)
 
 
 class _Project(_Body):
@@ -363,6 +365,8 @@ class GitLabAdapter:
             return DeliveryResult(
                 ok=False, detail="GITLAB_URL and GITLAB_TOKEN are not configured", permanent=True
             )
+        # Built from GITLAB_URL and numeric ids only: no URL a hook names (project.web_url, job
+        # and commit links) is ever contacted, least of all with GITLAB_TOKEN.
         url = f"{self._gitlab_url}/api/v4/projects/{project}/deployments/{deployment}/approval"
         reply = await send(
             self._http(),

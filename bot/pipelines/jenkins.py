@@ -1,5 +1,8 @@
 """The Jenkins notifier: a request that came through the generic webhook with
-`jenkins.input_url` is decided by answering that `input` step (proceedEmpty / abort)."""
+`jenkins.input_url` is decided by answering that `input` step (proceedEmpty / abort).
+
+The credentials answer any input step, so they go only to input steps under JENKINS_URL
+(settings refuse credentials without it; intake refuses an `input_url` outside it)."""
 
 from __future__ import annotations
 
@@ -48,26 +51,37 @@ class JenkinsNotifier:
         api_token: str,
         http: Callable[[], aiohttp.ClientSession],
         *,
-        base_url: str | None = None,
+        base_url: str,
         user_agent: str = "Quorum",
     ) -> None:
+        if not base_url:
+            raise ValueError("JenkinsNotifier needs JENKINS_URL")
         self._user = user
         # Credentials go only to input steps under `base_url` (JENKINS_URL), never to whatever
-        # host a pipeline names; None keeps the old, documented trust-the-pipeline behaviour.
-        self._base_url = base_url.rstrip("/") + "/" if base_url else None
+        # host a pipeline names.
+        self._base_url = base_url.rstrip("/") + "/"
         credentials = base64.b64encode(f"{user}:{api_token}".encode()).decode()
         self.__authorization = f"Basic {credentials}"
         self._http = http
         self._user_agent = user_agent
 
     def __repr__(self) -> str:
-        return f"JenkinsNotifier(user={self._user!r})"
+        return f"JenkinsNotifier(user={self._user!r}, base_url={self._base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """JENKINS_URL with a trailing slash: the only place the credentials go."""
+        return self._base_url
 
     @classmethod
     def from_settings(
         cls, settings: Settings, http: Callable[[], aiohttp.ClientSession]
     ) -> JenkinsNotifier | None:
-        if not settings.jenkins_user or settings.jenkins_api_token is None:
+        if (
+            not settings.jenkins_user
+            or settings.jenkins_api_token is None
+            or not settings.jenkins_url
+        ):
             return None
         return cls(
             settings.jenkins_user,
@@ -94,7 +108,7 @@ class JenkinsNotifier:
         if not isinstance(input_url, str) or action not in ("proceedEmpty", "abort"):
             return DeliveryResult(ok=False, detail="delivery has no Jenkins target", permanent=True)
         url = input_url if input_url.endswith("/") else input_url + "/"
-        if self._base_url is not None and not url.startswith(self._base_url):
+        if not url.startswith(self._base_url):
             return DeliveryResult(
                 ok=False,
                 detail=f"input_url is not under JENKINS_URL {self._base_url}; not sent",

@@ -1,9 +1,14 @@
 """Outbound HTTP for the provider adapters: one attempt, never raising for network or HTTP
 failures, classified into a `DeliveryResult` (2xx ok, 5xx/408/425/429/network retry, other 4xx
-permanent with the provider's own message)."""
+permanent with the provider's own message).
+
+A receiver a webhook named (`callback_url`) is described by `callback_result` instead: its
+status code and a fixed message, never its body. Connection errors name the host the URL
+named and the kind of failure, never the addresses tried (`connect_failure`)."""
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,13 +16,25 @@ from typing import Any, Final
 
 import aiohttp
 
+from bot.pipelines.egress import EgressRefused
 from bot.ports import DeliveryResult
 
-__all__ = ["Reply", "failure", "provider_message", "result_for", "send"]
+__all__ = [
+    "NOT_RETRIED",
+    "Reply",
+    "callback_result",
+    "connect_failure",
+    "failure",
+    "provider_message",
+    "result_for",
+    "send",
+]
 
 _RETRYABLE: Final = frozenset({408, 425, 429})
 _EXCERPT_BYTES: Final = 4096
 MESSAGE_CHARS: Final = 300
+NOT_RETRIED: Final = "permanent, not retried"
+_UNREACHABLE: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +81,7 @@ async def send(
     except aiohttp.InvalidURL:
         return DeliveryResult(ok=False, detail="invalid URL", permanent=True)
     except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return DeliveryResult(ok=False, detail="connection refused")
-        return DeliveryResult(ok=False, detail=f"cannot connect to {exc.host}:{exc.port}")
+        return connect_failure(exc)
     except aiohttp.ClientError as exc:
         # The exception text may quote a URL carrying a token: name the kind only.
         return DeliveryResult(ok=False, detail=f"network error: {type(exc).__name__}")
@@ -104,3 +119,57 @@ def result_for(reply: Reply | DeliveryResult, ok_detail: str = "") -> DeliveryRe
     if 200 <= reply.status < 300:
         return DeliveryResult(ok=True, detail=ok_detail or f"HTTP {reply.status}")
     return failure(reply)
+
+
+def connect_failure(exc: aiohttp.ClientConnectorError) -> DeliveryResult:
+    """A connection that failed before any HTTP status, in fixed words: the host the URL named
+    and the kind of failure. The OS error's own text is not used (it lists the addresses tried).
+    A refusal by the egress policy is permanent; the rest are retried."""
+    host = exc.host
+    if isinstance(exc.os_error, EgressRefused):
+        return DeliveryResult(
+            ok=False,
+            detail=f"refused by the egress policy at connect time: {exc.os_error.reason} "
+            f"({NOT_RETRIED})",
+            permanent=True,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return DeliveryResult(ok=False, detail=f"DNS lookup failed for {host}")
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return DeliveryResult(ok=False, detail=f"TLS error connecting to {host}")
+    os_error = exc.os_error
+    if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
+        reason = "connection refused"
+    elif isinstance(os_error, TimeoutError) or os_error.errno == errno.ETIMEDOUT:
+        reason = "connection timed out"
+    elif os_error.errno in _UNREACHABLE:
+        reason = "network unreachable"
+    elif isinstance(os_error, ConnectionResetError):
+        reason = "connection reset"
+    else:
+        reason = "connection failed"
+    return DeliveryResult(ok=False, detail=f"cannot connect to {host}: {reason}")
+
+
+def callback_result(status: int) -> DeliveryResult:
+    """A webhook-named receiver's answer, by its status code alone: the body is never read, so
+    nothing a receiver (or an internal service posing as one) says reaches the card, the status
+    API or the audit trail."""
+    if 200 <= status < 300:
+        return DeliveryResult(ok=True, detail=f"HTTP {status}")
+    if 300 <= status < 400:
+        return DeliveryResult(
+            ok=False,
+            detail=f"receiver answered with a redirect (HTTP {status}); Quorum does not "
+            f"follow redirects ({NOT_RETRIED})",
+            permanent=True,
+        )
+    if status == 429:
+        return DeliveryResult(ok=False, detail=f"receiver asked to slow down (HTTP {status})")
+    if status in _RETRYABLE or status >= 500:
+        return DeliveryResult(ok=False, detail=f"receiver is unavailable (HTTP {status})")
+    return DeliveryResult(
+        ok=False,
+        detail=f"receiver refused the callback (HTTP {status}) ({NOT_RETRIED})",
+        permanent=True,
+    )

@@ -8,8 +8,10 @@ import binascii
 import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import floor
+from typing import Protocol
 
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
@@ -17,9 +19,15 @@ from standardwebhooks.webhooks import Webhook
 from bot.pipelines.base import SignatureError
 
 __all__ = [
+    "CombinedSigner",
     "SecretLike",
+    "SignatureScheme",
+    "SignedMessage",
     "StandardWebhookSigner",
     "StandardWebhookVerifier",
+    "WebhookSigner",
+    "check_headers",
+    "offered_signatures",
     "parse_secrets",
 ]
 
@@ -100,57 +108,84 @@ class StandardWebhookVerifier:
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> str:
         """Return the verified `webhook-id`; raise SignatureError saying what is wrong."""
-        lowered = {key.lower(): value for key, value in headers.items()}
-        webhook_id = lowered.get("webhook-id", "").strip()
-        timestamp_header = lowered.get("webhook-timestamp", "").strip()
-        signature_header = lowered.get("webhook-signature", "").strip()
-        missing = [
-            name
-            for name, value in (
-                ("webhook-id", webhook_id),
-                ("webhook-timestamp", timestamp_header),
-                ("webhook-signature", signature_header),
-            )
-            if not value
-        ]
-        if missing:
-            raise SignatureError(f"missing header(s): {', '.join(missing)}")
-        if len(webhook_id) > _MAX_WEBHOOK_ID or not webhook_id.isprintable():
-            raise SignatureError("webhook-id is too long or not printable")
-        if not _TIMESTAMP.fullmatch(timestamp_header):
-            raise SignatureError("webhook-timestamp is not an integer number of seconds")
-        timestamp = int(timestamp_header)
-        now = self._clock()
-        skew = abs(now - datetime.fromtimestamp(timestamp, tz=UTC))
-        if skew > self._tolerance:
-            raise SignatureError(
-                f"webhook-timestamp is outside the allowed ±{_seconds(self._tolerance)} s window"
-            )
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SignatureError("body is not UTF-8") from None
-
-        offered = _offered_signatures(signature_header)
+        signed = check_headers(body, headers, now=self._clock(), tolerance=self._tolerance)
+        offered = offered_signatures(signed.signature_header, "v1")
         if not offered:
             raise SignatureError("webhook-signature has no well-formed v1 signature")
+        text = signed.body.decode("utf-8")
         for webhook in self.__webhooks:
-            expected = base64.b64decode(_sign(webhook, webhook_id, timestamp, text)[3:])
+            expected = base64.b64decode(
+                _sign(webhook, signed.webhook_id, signed.timestamp, text)[3:]
+            )
             # Compare every offered signature: the time taken does not say which one was close.
             matched = False
             for candidate in offered:
                 matched |= hmac.compare_digest(expected, candidate)
             if matched:
-                return webhook_id
+                return signed.webhook_id
         raise SignatureError("no matching signature")
 
 
-def _offered_signatures(header: str) -> list[bytes]:
-    """The decoded `v1` signatures of a header; malformed or other-version entries are skipped."""
+@dataclass(frozen=True, slots=True)
+class SignedMessage:
+    """The parts of a webhook whose headers are well-formed and whose timestamp is fresh."""
+
+    webhook_id: str
+    timestamp: int
+    body: bytes  # UTF-8
+    signature_header: str
+
+    @property
+    def content(self) -> bytes:
+        """What is signed: `{webhook-id}.{webhook-timestamp}.{body}`."""
+        return f"{self.webhook_id}.{self.timestamp}.".encode() + self.body
+
+
+def check_headers(
+    body: bytes, headers: Mapping[str, str], *, now: datetime, tolerance: timedelta
+) -> SignedMessage:
+    """Check everything but the signature itself; raise SignatureError for bad input only.
+
+    The timestamp is compared as an integer with the window before anything converts it to a
+    datetime: a year past 9999 (`253402300800`) is stale, not an overflow."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    webhook_id = lowered.get("webhook-id", "").strip()
+    timestamp_header = lowered.get("webhook-timestamp", "").strip()
+    signature_header = lowered.get("webhook-signature", "").strip()
+    missing = [
+        name
+        for name, value in (
+            ("webhook-id", webhook_id),
+            ("webhook-timestamp", timestamp_header),
+            ("webhook-signature", signature_header),
+        )
+        if not value
+    ]
+    if missing:
+        raise SignatureError(f"missing header(s): {', '.join(missing)}")
+    if len(webhook_id) > _MAX_WEBHOOK_ID or not webhook_id.isprintable():
+        raise SignatureError("webhook-id is too long or not printable")
+    if not _TIMESTAMP.fullmatch(timestamp_header):
+        raise SignatureError("webhook-timestamp is not an integer number of seconds")
+    timestamp = int(timestamp_header)  # at most 12 ASCII digits
+    if abs(timestamp - floor(now.timestamp())) > _seconds(tolerance):
+        raise SignatureError(
+            f"webhook-timestamp is outside the allowed ±{_seconds(tolerance)} s window"
+        )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureError("body is not UTF-8") from None
+    return SignedMessage(webhook_id, timestamp, body, signature_header)
+
+
+def offered_signatures(header: str, version: str) -> list[bytes]:
+    """The decoded signatures of `version` (`v1`, `v1a`) in a header; malformed or other-version
+    entries are skipped."""
     signatures: list[bytes] = []
     for entry in header.split()[:_MAX_SIGNATURES]:
-        version, comma, encoded = entry.partition(",")
-        if version != "v1" or not comma:
+        offered, comma, encoded = entry.partition(",")
+        if offered != version or not comma:
             continue
         try:
             signatures.append(base64.b64decode(encoded, validate=True))
@@ -163,6 +198,49 @@ def _seconds(delta: timedelta) -> int:
     return floor(delta.total_seconds())
 
 
+class SignatureScheme(Protocol):
+    """One way of signing (`v1` HMAC, `v1a` Ed25519): the header entries for a message."""
+
+    def signatures(self, webhook_id: str, seconds: int, body: bytes) -> list[str]: ...
+
+
+class WebhookSigner(Protocol):
+    """What signs an outbound webhook: the three Standard Webhooks headers."""
+
+    def sign(self, webhook_id: str, timestamp: datetime, body: bytes) -> dict[str, str]: ...
+
+
+def _headers(
+    schemes: Sequence[SignatureScheme], webhook_id: str, timestamp: datetime, body: bytes
+) -> dict[str, str]:
+    if timestamp.tzinfo is None:
+        raise ValueError("naive timestamp; pass a timezone-aware UTC datetime")
+    seconds = floor(timestamp.timestamp())
+    entries = [
+        entry for scheme in schemes for entry in scheme.signatures(webhook_id, seconds, body)
+    ]
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(seconds),
+        "webhook-signature": " ".join(entries),
+    }
+
+
+class CombinedSigner:
+    """Signs with several schemes at once (e.g. `v1a` and `v1` while receivers move from a
+    shared callback secret to the public key): one header entry per scheme and key."""
+
+    def __init__(self, scheme: SignatureScheme, *more: SignatureScheme) -> None:
+        self._schemes = (scheme, *more)
+
+    def __repr__(self) -> str:
+        return f"CombinedSigner({', '.join(repr(s) for s in self._schemes)})"
+
+    def sign(self, webhook_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
+        """The three Standard Webhooks headers for `body` sent at `timestamp` (aware)."""
+        return _headers(self._schemes, webhook_id, timestamp, body)
+
+
 class StandardWebhookSigner:
     """Signs outbound webhooks. With several secrets (rotation) it sends one signature per
     secret, so a receiver holding either the old or the new secret accepts the message."""
@@ -173,15 +251,11 @@ class StandardWebhookSigner:
     def __repr__(self) -> str:
         return f"StandardWebhookSigner(secrets=<{len(self.__webhooks)} redacted>)"
 
+    def signatures(self, webhook_id: str, seconds: int, body: bytes) -> list[str]:
+        """The `v1,…` entries for `body` sent at `seconds`, one per secret."""
+        text = body.decode("utf-8")
+        return [_sign(w, webhook_id, seconds, text) for w in self.__webhooks]
+
     def sign(self, webhook_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
         """The three Standard Webhooks headers for `body` sent at `timestamp` (aware)."""
-        if timestamp.tzinfo is None:
-            raise ValueError("naive timestamp; pass a timezone-aware UTC datetime")
-        seconds = floor(timestamp.timestamp())
-        text = body.decode("utf-8")
-        signatures = " ".join(_sign(w, webhook_id, seconds, text) for w in self.__webhooks)
-        return {
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(seconds),
-            "webhook-signature": signatures,
-        }
+        return _headers((self,), webhook_id, timestamp, body)

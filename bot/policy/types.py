@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,6 +20,8 @@ from pydantic import (
 )
 
 from bot.domain.durations import DURATION_PATTERN, format_duration, parse_duration
+from bot.domain.freezes import Cron, CronError, CronUnsupported
+from bot.domain.text import control_character_message, is_blank
 
 OWNER = "owner"  # `from: owner` in a rule: the owning team of the service being deployed
 
@@ -96,11 +97,16 @@ def _cron(value: str) -> str:
             f"invalid cron expression {value!r}: expected 5 fields (minute hour day-of-month "
             'month day-of-week), e.g. "0 18 28 3,6,9,12 *"'
         )
-    if not croniter.is_valid(value):
+    # The runtime matcher's own parser: what loads is what the freeze sweep can evaluate.
+    try:
+        Cron.parse(value)
+    except CronUnsupported as exc:
+        raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+    except CronError:
         raise ValueError(
             f"invalid cron expression {value!r}: a field is malformed or out of range "
             "(minute 0-59, hour 0-23, day-of-month 1-31, month 1-12, day-of-week 0-6)"
-        )
+        ) from None
     return value
 
 
@@ -122,7 +128,9 @@ def _email(value: str) -> str:
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if (problem := control_character_message(value)) is not None:
+        raise ValueError(problem)
+    if is_blank(value):  # zero-width characters alone are no text either
         raise ValueError("must not be empty")
     return value
 

@@ -2,7 +2,8 @@
 
 Slack is derived state. Each sweep re-reads what is out of date, so a crash or a Slack outage
 between a commit and its announcement is repaired by the next sweep; nothing is announced that
-was not committed first.
+was not committed first. While Slack is down, a sweep's failures are logged as one line per
+window and the sweep backs off (`Deps.failures`): it tries again at the logged retry time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ POLLED = "none, the pipeline polls for the decision"
 
 CARDS_PER_READ = 10  # cards read and drawn together by a sweep (see `sync_cards`)
 VOTES_PER_REPLY = 10  # votes listed in one thread reply: readable, and far within Slack's limit
+CARD_SYNC = "card sync (chat.postMessage / chat.update)"
+VOTE_REPLIES = "vote replies (chat.postMessage)"
 
 
 def callback_status(request: ApprovalRequest, deliveries: list[Delivery]) -> str | None:
@@ -45,10 +48,11 @@ def callback_status(request: ApprovalRequest, deliveries: list[Delivery]) -> str
     if latest.state is DeliveryState.DELIVERED:
         return "pipeline notified"
     if latest.state is DeliveryState.FAILED:
-        return (
-            f"pipeline NOT notified (gave up after {latest.attempts} attempts: "
-            f"{latest.last_error or 'unknown error'})"
-        )
+        # The error says what the receiver answered, by status code and in fixed words (never
+        # its body), and whether that answer is permanent (docs/pipelines/generic.md).
+        tries = "1 attempt" if latest.attempts == 1 else f"{latest.attempts} attempts"
+        error = latest.last_error or "unknown error"
+        return f"pipeline NOT notified (gave up after {tries}): {error}"
     if latest.attempts == 0:
         return "notifying pipeline…"
     return f"retrying, attempt {latest.attempts + 1}: {latest.last_error or 'error'}"
@@ -87,6 +91,8 @@ async def sync_cards(deps: Deps) -> int:
     after it is posted (a crash must not post it twice), updated cards' revisions in one write
     per chunk (an update repeated after a crash is harmless)."""
     throttle, budget = deps.pacing.cards, deps.pacing.updates
+    if not deps.failures.ready(CARD_SYNC, deps.clock.now()):
+        return 0  # backing off while Slack is down
     async with deps.database.unit_of_work(read_only=True) as uow:
         # New cards and decided requests go out at once; a pending card under a burst of votes
         # is updated at most once a second, and all pending cards together within the
@@ -119,15 +125,16 @@ async def _sync_chunk(deps: Deps, chosen: list[str], windows: Sequence[FreezeWin
         deliveries = await uow.outbox.get_for_requests([r.id for r in stale])
     updated: list[SyncedCard] = []
     for request in stale:
+        if not deps.failures.ready(CARD_SYNC, deps.clock.now()):
+            break  # Slack is down: the rest wait for the retry too
         try:
             posted = await _show_card(
                 deps, request, list(votes[request.id]), list(deliveries[request.id]), windows
             )
-        except Exception:
-            log.exception(
-                "could not bring the card of %s up to date; next sweep retries", request.id
-            )
+        except Exception as exc:
+            deps.failures.failed(log, CARD_SYNC, exc, deps.clock.now(), backoff=True)
             continue
+        deps.failures.succeeded(log, CARD_SYNC, deps.clock.now())
         deps.pacing.cards.updated(request.id)
         if request.message_ts is not None:
             updated.append(SyncedCard(request.id, request.revision, posted.channel, posted.ts))
@@ -178,6 +185,8 @@ async def announce_votes(deps: Deps) -> int:
     One reply lists a card's waiting votes, one line each (at most `VOTES_PER_REPLY`): Slack
     takes about one message a second per channel, so a burst of clicks becomes a few replies
     within seconds instead of a queue of one reply per vote that trails it by minutes."""
+    if not deps.failures.ready(VOTE_REPLIES, deps.clock.now()):
+        return 0  # backing off while Slack is down
     async with deps.database.unit_of_work(read_only=True) as uow:
         unannounced = await uow.votes.list_unannounced(deps.tuning.batch_size)
     waiting: dict[str, tuple[CardRef, list[Vote]]] = {}
@@ -193,9 +202,12 @@ async def announce_votes(deps: Deps) -> int:
             chunk = votes[start : start + VOTES_PER_REPLY]
             try:
                 await _announce_votes(deps, card, chunk)
-            except Exception:
-                log.exception("could not announce votes on %s; next sweep retries", card.request_id)
+            except Exception as exc:
+                deps.failures.failed(log, VOTE_REPLIES, exc, deps.clock.now(), backoff=True)
+                if not deps.failures.ready(VOTE_REPLIES, deps.clock.now()):
+                    return done  # Slack is down: every card's replies wait for the retry
                 break
+            deps.failures.succeeded(log, VOTE_REPLIES, deps.clock.now())
             done += len(chunk)
     return done
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from bot.domain import events
+from bot.domain import events, mrkdwn
 from bot.domain.decisions import apply_outcome
 from bot.domain.errors import DomainError, RequestNotFound
 from bot.domain.model import ApprovalRequest, OutgoingMessage, Rule
+from bot.domain.mrkdwn import md
 from bot.domain.quorum import tally
+from bot.domain.text import control_character_refusal, is_blank, visible
 from bot.domain.when import describe
 from bot.policy import Policy
 from bot.routing import break_glass_rules
@@ -53,7 +55,7 @@ async def may_break_glass(deps: Deps, request_id: str, actor: str) -> ApprovalRe
             "Try again in a minute."
         ) from None
     if why is not None:
-        raise DomainError(f"{why} Glass was not broken.")
+        raise DomainError(md("{} Glass was not broken.", why))
     async with deps.database.unit_of_work(read_only=True) as uow:
         request = await uow.requests.get(request_id)
     if request is None:
@@ -82,8 +84,11 @@ async def break_glass(
     await may_break_glass(deps, request_id, actor)
     glass = deps.policy.break_glass
     assert glass is not None  # may_break_glass checked
+    if (refused := control_character_refusal("The reason", reason)) is not None:
+        raise DomainError(refused)
     reason = reason.strip()
-    if glass.requires_reason and len(reason) < 3:
+    # Judged on what a reader sees: zero-width characters are no reason.
+    if glass.requires_reason and len(visible(reason)) < 3:
         raise DomainError("Breaking glass needs a reason: say why this cannot wait.")
     now = deps.clock.now()
     async with deps.database.unit_of_work() as uow:
@@ -127,12 +132,17 @@ async def break_glass(
                 dedupe_key=f"breakglass:{request.id}",
                 channel=request.channel,
                 thread_ts=None,
-                text=(
-                    f"<!here> :rotating_light: *BREAK GLASS* by <@{actor}> on "
+                text=md(
+                    "{} :rotating_light: *BREAK GLASS* by {} on {} ({}): {}. The freeze is "
+                    "overridden for this request; extra approvals required: {}.{}",
+                    mrkdwn.HERE,
+                    mrkdwn.user(actor),
                     f"{request.service or 'an unowned service'} → {request.environment}"
-                    f"{' ' + request.details.version if request.details.version else ''} "
-                    f"(`{request.id}`): {reason}. The freeze is overridden for this request; "
-                    f"extra approvals required: {needs}.{due}"
+                    f"{' ' + request.details.version if request.details.version else ''}",
+                    mrkdwn.code(request.id),
+                    reason,
+                    needs,
+                    due,
                 ),
                 created_at=now,
                 not_before=now,
@@ -151,6 +161,12 @@ async def record_review(
     deps: Deps, *, request_id: str, actor: str, summary: str
 ) -> ApprovalRequest:
     await require_release_manager(deps, actor, "record a post-incident review")
+    if (refused := control_character_refusal("The summary", summary)) is not None:
+        raise DomainError(refused)
+    if is_blank(summary):
+        raise DomainError(
+            "A post-incident review needs a summary: say what happened and what follows from it."
+        )
     now = deps.clock.now()
     async with deps.database.unit_of_work() as uow:
         request = await uow.requests.get_for_update(request_id)
@@ -210,11 +226,13 @@ async def remind_reviews(deps: Deps) -> int:
             assert due is not None
             overdue = now >= due
             lead = ":warning: *Overdue* post-incident review" if overdue else "Post-incident review"
-            text = (
-                f"{lead} for the break-glass deployment of "
-                f"{request.service or 'an unowned service'} → {request.environment} "
-                f"(`{request.id}`), due {describe(due, zone, now)}. Record it with "
-                f"`/approvals review {request.id} <summary>`."
+            text = md(
+                "{} for the break-glass deployment of {} ({}), due {}. Record it with {}.",
+                md(lead),
+                f"{request.service or 'an unowned service'} → {request.environment}",
+                mrkdwn.code(request.id),
+                describe(due, zone, now),
+                mrkdwn.code(f"/approvals review {request.id} <summary>"),
             )
             for manager in managers:
                 added = await uow.messages.add(

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bot.domain import events
+from bot.domain import events, mrkdwn
 from bot.domain.delegation_rules import (
     DelegationTerms,
     TeamMembers,
@@ -23,7 +23,9 @@ from bot.domain.delegation_rules import (
 )
 from bot.domain.errors import DomainError
 from bot.domain.model import Delegation
+from bot.domain.mrkdwn import md
 from bot.domain.people import person_refusal
+from bot.domain.text import control_character_refusal
 from bot.domain.when import TimeSpec, describe, resolve
 from bot.policy import Policy
 from bot.services.deps import Deps
@@ -81,6 +83,9 @@ async def delegate(
 ) -> Delegated:
     """Let `to` vote for `actor` until the given time, if the policy allows it and Slack vouches
     for both people; `changed` drops cached delegations. Refusals change nothing."""
+    for what, text in (("The delegate", to), *(("The environment", env) for env in environments)):
+        if (refused := control_character_refusal(what, text)) is not None:
+            raise DomainError(refused)
     if to == actor:
         raise DomainError("You cannot delegate to yourself.")
     for env in environments:
@@ -139,7 +144,7 @@ async def _people_refusal(deps: Deps, actor: str, to: str) -> str | None:
     why = person_refusal(actor, me, installation)
     if why is not None:
         return why
-    them = await _ask(directory.user(to, fresh=True), f"<@{to}>")
+    them = await _ask(directory.user(to, fresh=True), mrkdwn.user(to))
     return person_refusal(to, them, installation)
 
 
@@ -156,7 +161,7 @@ async def _ask(call: Awaitable[T], what: str) -> T:
     except Exception:
         log.warning("could not check %s with Slack for a delegation", what, exc_info=True)
         raise DomainError(
-            f"Quorum could not check {what} with Slack; try again in a minute."
+            md("Quorum could not check {} with Slack; try again in a minute.", what)
         ) from None
 
 
@@ -184,8 +189,8 @@ async def undelegate(
             if to is None or d.delegate == to
         ]
         if not mine:
-            whom = f" to <@{to}>" if to else ""
-            raise DomainError(f"You have no active delegation{whom}.")
+            whom = md(" to {}", mrkdwn.user(to)) if to else ""
+            raise DomainError(md("You have no active delegation{}.", whom))
         for delegation in mine:
             await uow.delegations.revoke(delegation.id, now)
             await uow.events.append(events.delegation_revoked(delegation, now, actor))

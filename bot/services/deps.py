@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from bot.log_throttle import FailureLog
 from bot.policy import Policy
 from bot.ports import Announcer, Clock, Database, Directory, PipelineNotifier
 from bot.services.pacing import SlackPacing
@@ -40,3 +41,5 @@ class Deps:
     # the vote path binds clicks to the card without reading it.
     card_posted: Callable[[str, str, str], None] = lambda _rid, _channel, _ts: None
     pacing: SlackPacing = field(default_factory=SlackPacing)
+    # Repeated failures of one kind logged as one line per window, with backoff for sweeps.
+    failures: FailureLog = field(default_factory=FailureLog)

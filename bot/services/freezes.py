@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.domain import events
+from bot.domain import events, mrkdwn
 from bot.domain.errors import DomainError
 from bot.domain.freezes import (
     UNTIL_FURTHER_NOTICE,
@@ -29,6 +29,8 @@ from bot.domain.freezes import (
     window_of,
 )
 from bot.domain.model import ApprovalRequest, Freeze, OutgoingMessage
+from bot.domain.mrkdwn import Mrkdwn, md
+from bot.domain.text import control_character_refusal, is_blank
 from bot.domain.when import TimeSpec, describe, resolve
 from bot.policy import Policy
 from bot.ports import UnitOfWork
@@ -88,8 +90,8 @@ def _calendar(policy: Policy, start: datetime, end: datetime) -> list[FreezeWind
         try:
             found.extend(recurring_windows([window], start, end))
         except CronError:
-            # The policy validator accepted it (croniter syntax such as L or #); we cannot
-            # evaluate it, and say so loudly rather than freeze or unfreeze by guesswork.
+            # Not reached for a loaded policy (the loader validates with this same parser);
+            # a policy built otherwise is said to be wrong loudly rather than guessed at.
             log.exception("calendar freeze %r cannot be evaluated; it is ignored", window.name)
     return found
 
@@ -144,33 +146,35 @@ def until_text(state: FreezeState, zone: ZoneInfo, now: datetime) -> str:
     return f"until {describe(state.until, zone, now)}"
 
 
-def _by(window: FreezeWindow) -> str:
+def _by(window: FreezeWindow) -> Mrkdwn:
     if window.created_by:
-        return f"by <@{window.created_by}>"
-    return f"by the {window.recurring} calendar freeze"
+        return md("by {}", mrkdwn.user(window.created_by))
+    return md("by the {} calendar freeze", window.recurring)
 
 
-def frozen_note(state: FreezeState, zone: ZoneInfo, now: datetime) -> str | None:
+def frozen_note(state: FreezeState, zone: ZoneInfo, now: datetime) -> Mrkdwn | None:
     """`Frozen until Mon 09:00 GMT by <@U…>: quarter-end close` (the card line)."""
     primary = state.primary
     if primary is None:
         return None
     more = len(state.windows) - 1
     also = f" (and {more} more freeze{'s' if more > 1 else ''})" if more else ""
-    return f"Frozen {until_text(state, zone, now)} {_by(primary)}: {primary.reason}{also}"
+    return md(
+        "Frozen {} {}: {}{}", until_text(state, zone, now), _by(primary), primary.reason, also
+    )
 
 
-def frozen_reason(state: FreezeState, zone: ZoneInfo, now: datetime) -> str | None:
+def frozen_reason(state: FreezeState, zone: ZoneInfo, now: datetime) -> Mrkdwn | None:
     """The clause the vote refusal quotes (eligibility.check_vote's `frozen_reason`)."""
     primary = state.primary
     if primary is None:
         return None
-    return f"{primary.reason} (frozen {_by(primary)} {until_text(state, zone, now)})"
+    return md("{} (frozen {} {})", primary.reason, _by(primary), until_text(state, zone, now))
 
 
 def frozen_reason_in(
     policy: Policy, request: ApprovalRequest, windows: Sequence[FreezeWindow], now: datetime
-) -> str | None:
+) -> Mrkdwn | None:
     """For the vote writer: why an approval of `request` is paused now (None: it is not), given
     the freeze windows it read once for its batch (`windows_at`)."""
     if request.break_glass or not request.state.is_open:
@@ -180,7 +184,7 @@ def frozen_reason_in(
 
 async def card_note(
     deps: Deps, request: ApprovalRequest, windows: Sequence[FreezeWindow] | None = None
-) -> str | None:
+) -> Mrkdwn | None:
     """The card's freeze line for `request` now (None when it is not frozen or decided).
     `windows` (from `windows_at`) saves the query when the caller renders many cards."""
     if not request.state.is_open or request.break_glass:
@@ -242,6 +246,11 @@ async def start_freeze(
     """Record a freeze starting now, announce it in each affected channel (durable message
     queue, same transaction), then bring open requests in scope in step."""
     await require_release_manager(deps, actor, "freeze deployments")
+    if (refused := control_character_refusal("The reason", reason)) is not None:
+        raise DomainError(refused)
+    if is_blank(reason):  # zero-width characters alone are no reason
+        raise DomainError("A freeze needs a reason (it is shown on every card).")
+    reason = reason.strip()
     _check_names(deps.policy, environments, services)
     now = deps.clock.now()
     ends_at: datetime | None = None
@@ -265,10 +274,14 @@ async def start_freeze(
     )
     channels = affected_channels(deps.policy, freeze.environments, freeze.services)
     zone = policy_zone(deps.policy)
-    text = (
-        f":snowflake: *Deployment freeze* {scope_text(freeze.environments, freeze.services)} "
-        f"{_window_until(window_of(freeze), zone, now)}, started by <@{actor}>: {reason} "
-        f"(`{freeze.id}`). Approvals are paused; release managers can break glass."
+    text = md(
+        ":snowflake: *Deployment freeze* {} {}, started by {}: {} ({}). Approvals are paused; "
+        "release managers can break glass.",
+        scope_text(freeze.environments, freeze.services),
+        _window_until(window_of(freeze), zone, now),
+        mrkdwn.user(actor),
+        reason,
+        mrkdwn.code(freeze.id),
     )
     async with deps.database.unit_of_work() as uow:
         await uow.freezes.add(freeze)
@@ -317,10 +330,13 @@ async def end_freezes(deps: Deps, *, actor: str, target: str) -> Ended:
             await uow.freezes.end(freeze.id, now, actor)
             await uow.events.append(events.freeze_ended(freeze, now, actor))
             channels = affected_channels(deps.policy, freeze.environments, freeze.services)
-            text = (
-                f":sunny: *Freeze ended* {scope_text(freeze.environments, freeze.services)} by "
-                f"<@{actor}> at {describe(now, zone, now)} (`{freeze.id}`: {freeze.reason}). "
-                "Approvals are open again."
+            text = md(
+                ":sunny: *Freeze ended* {} by {} at {} ({}: {}). Approvals are open again.",
+                scope_text(freeze.environments, freeze.services),
+                mrkdwn.user(actor),
+                describe(now, zone, now),
+                mrkdwn.code(freeze.id),
+                freeze.reason,
             )
             await _announce(uow, channels, text, f"freeze:{freeze.id}:ended", now)
         await uow.commit()
@@ -338,11 +354,11 @@ def _check_names(policy: Policy, environments: Iterable[str], services: Iterable
             raise DomainError(f"Unknown service {service!r}.")
 
 
-def scope_text(environments: Sequence[str], services: Sequence[str]) -> str:
+def scope_text(environments: Sequence[str], services: Sequence[str]) -> Mrkdwn:
     envs = ", ".join(environments) if environments else "all environments"
     if services:
-        return f"of {', '.join(services)} in {envs}"
-    return f"in {envs}"
+        return md("of {} in {}", ", ".join(services), envs)
+    return md("in {}", envs)
 
 
 def _window_until(window: FreezeWindow, zone: ZoneInfo, now: datetime) -> str:
@@ -370,7 +386,7 @@ def affected_channels(
 
 
 async def _announce(
-    uow: UnitOfWork, channels: Iterable[str], text: str, key: str, now: datetime
+    uow: UnitOfWork, channels: Iterable[str], text: Mrkdwn, key: str, now: datetime
 ) -> None:
     for channel in channels:
         await uow.messages.add(

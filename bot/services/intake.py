@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from bot.domain import events
 from bot.domain.model import ApprovalRequest, ProcessedWebhook, Requester, RequestState
 from bot.domain.requesters import needs_policy, unmapped_reason, unmapped_rule
+from bot.domain.text import is_blank
 from bot.identity import resolve_static
 from bot.pipelines.base import InboundRequest
 from bot.ports import ConcurrencyError, UnitOfWork
@@ -48,7 +49,8 @@ async def open_request(deps: Deps, inbound: InboundRequest) -> Opened:
         raise Unprocessable(str(exc), known=sorted(deps.policy.environments)) from None
     except RoutingError as exc:
         raise Unprocessable(str(exc)) from None
-    if routed.require_change_ticket and not inbound.details.change_ticket:
+    # Judged on what a reader sees: "\u200b" is no ticket.
+    if routed.require_change_ticket and is_blank(inbound.details.change_ticket):
         raise Unprocessable(
             f"environment {routed.environment!r} requires a change ticket (field change_ticket)"
         )

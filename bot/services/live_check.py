@@ -81,7 +81,7 @@ async def check_live(
     findings: list[Finding] = []
     for ref in refs:
         if ref.kind is SlackIdKind.USER:
-            refusal = person_refusal(ref.id, people[ref.id], installation)
+            refusal: str | None = person_refusal(ref.id, people[ref.id], installation)
             if refusal is not None:
                 findings.append(Finding(ref.path, _plain(refusal)))
         elif ref.kind is SlackIdKind.USERGROUP:

@@ -15,16 +15,18 @@ from datetime import datetime, timedelta
 
 from bot.domain.backoff import next_attempt
 from bot.domain.model import MessageState, OutgoingMessage
-from bot.ports import Chat, ChatRateLimited
+from bot.ports import Chat, ChatRateLimited, ChatUnavailable
 from bot.services.deps import Deps
 
 log = logging.getLogger(__name__)
 
 SPACING = timedelta(seconds=1)  # Slack's chat.postMessage limit: ~1 per second per channel
-MAX_ATTEMPTS = 8  # errors other than 429 (channel gone, Slack down for long): then give up
+_OUTAGE_RETRY_STEP = 4  # the backoff step an outage retries at: 8 × base at most
+MAX_ATTEMPTS = 8  # Slack errors (channel gone, …), not 429s or outages: then give up
 _DEFAULT_RETRY_AFTER = timedelta(seconds=1)
 _CONCURRENCY = 8  # channels sent to at once
 _FORGET_SLOTS_AFTER = timedelta(minutes=10)
+SENDING = "message sender (reminders, escalations, notices)"
 
 
 class MessageSender:
@@ -130,8 +132,21 @@ class MessageSender:
             self._slots[message.id] = message.not_before
             # Nothing else goes to this channel before then either.
             self._last_sent[message.channel] = message.not_before - self._spacing
-            log.info("Slack rate-limited %s; retrying after %s", message.channel, wait)
-        except Exception as exc:  # a Slack error or a transport failure: retried with backoff
+            deps.failures.failed(log, SENDING, exc, now, retry_at=message.not_before)
+        except ChatUnavailable as exc:
+            # Slack is down: not counted as an attempt either (an outage of any length must not
+            # use up a message's attempts); retried every 20-40 s (base 5 s) while it lasts.
+            now = deps.clock.now()
+            message.last_error = "Slack unavailable"
+            message.not_before = next_attempt(
+                _OUTAGE_RETRY_STEP,
+                now,
+                jitter=deps.jitter(),
+                base=deps.tuning.backoff_base,
+                cap=deps.tuning.backoff_cap,
+            )
+            deps.failures.failed(log, SENDING, exc, now, retry_at=message.not_before)
+        except Exception as exc:  # a Slack error (channel gone, …): retried with backoff
             now = deps.clock.now()
             message.attempts += 1
             message.last_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -146,8 +161,9 @@ class MessageSender:
                     base=deps.tuning.backoff_base,
                     cap=deps.tuning.backoff_cap,
                 )
-                log.info("message %s failed (%s); retrying", message.id, message.last_error)
+                deps.failures.failed(log, SENDING, exc, now, retry_at=message.not_before)
         else:
+            deps.failures.succeeded(log, SENDING, deps.clock.now())
             message.attempts += 1
             message.state = MessageState.SENT
             message.sent_at = deps.clock.now()

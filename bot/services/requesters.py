@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _BASE = timedelta(seconds=15)
 _CAP = timedelta(minutes=10)
+LOOKUP = "requester checks (users.lookupByEmail)"
 
 
 class RequesterChecks:
@@ -46,12 +47,13 @@ class RequesterChecks:
                 continue
             try:
                 user = await deps.directory.user_by_email(request.requester.email)
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 delay = ceiling(failures, base=_BASE, cap=_CAP)
                 self._failures[request.id] = (failures, now + delay)
-                log.warning("users.lookupByEmail failed again for %s", request.id)
+                deps.failures.failed(log, LOOKUP, exc, now, retry_at=now + delay)
                 continue
+            deps.failures.succeeded(log, LOOKUP, deps.clock.now())
             self._failures.pop(request.id, None)
             settled += await settle(deps, request.id, user)
         return settled

@@ -1,4 +1,6 @@
-"""request_status: what a polling pipeline (GET /api/v1/requests/{id}) sees."""
+"""request_status: what a polling pipeline (GET /api/v1/requests/{id}) sees: what is stored, and
+the user groups' members as Slack last listed them (`known_request_team_members`); it never
+calls Slack."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from bot.domain.model import ApprovalRequest, Delivery, Vote
 from bot.domain.quorum import Tally, tally
 from bot.services.deps import Deps
 from bot.services.errors import NotFound
-from bot.services.teams import request_team_members
+from bot.services.teams import known_request_team_members
 from bot.services.timers import next_timer_at, timer_note
 
 
@@ -30,7 +32,8 @@ async def request_status(deps: Deps, request_id: str) -> RequestStatus:
             raise NotFound(f"no request {request_id!r}")
         votes = tuple(await uow.votes.list_for(request_id))
         deliveries = list(await uow.outbox.get_for_request(request_id))
-    eligible = await request_team_members(deps, request)
+    # Never asks Slack: a polling pipeline gets an answer while Slack is down.
+    eligible = known_request_team_members(deps, request, votes)
     now = deps.clock.now()
     return RequestStatus(
         request=request,

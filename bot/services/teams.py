@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from bot.domain.model import ApprovalRequest
+from bot.domain.model import ApprovalRequest, Vote
 from bot.policy import Policy
 from bot.services.deps import Deps
 
@@ -95,3 +95,28 @@ async def request_team_members(
         _REQUEST_MEMBERS.clear()
     _REQUEST_MEMBERS[key] = (policy, sets, result)
     return result
+
+
+def known_request_team_members(
+    deps: Deps, request: ApprovalRequest, votes: Iterable[Vote]
+) -> Mapping[str, frozenset[str]]:
+    """Members of `request`'s teams from what Quorum already knows, never asking Slack (for the
+    status API: a polling pipeline must get an answer while Slack is down). A user group counts
+    with the members Slack last listed; one never listed yet counts the voters whose approval
+    was assigned to a rule of its team when they voted (as recorded), so the rule's count is
+    what it was then."""
+    policy = deps.policy
+    names = request_teams(request)
+    groups: dict[str, frozenset[str]] = {}
+    recorded: dict[str, set[str]] = {}
+    rule_teams = {rule.name: (rule.team, *rule.widened_by) for rule in request.rules}
+    for vote in votes:
+        for filled in rule_teams.get(vote.rule or "", ()):
+            recorded.setdefault(filled, set()).add(vote.voter)
+    for name in names:
+        team = policy.team(name)
+        if team is None or not team.usergroup:
+            continue
+        known = deps.directory.known_usergroup_members(team.usergroup)
+        groups[name] = known if known is not None else frozenset(recorded.get(name, ()))
+    return _members(policy, names, groups)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.domain import events
+from bot.domain import events, mrkdwn
 from bot.domain.ballot import Ballot
 from bot.domain.model import (
     ApprovalRequest,
@@ -25,6 +25,7 @@ from bot.domain.model import (
     Vote,
     VoteKind,
 )
+from bot.domain.mrkdwn import Mrkdwn, md
 from bot.domain.quorum import is_eligible, tally, would_help
 from bot.domain.sla import (
     BusinessHours,
@@ -39,6 +40,7 @@ from bot.domain.sla import (
     widen_reached,
     widened_names,
 )
+from bot.log_throttle import is_slack_error
 from bot.policy import WEEKDAYS, OnExpire, Policy
 from bot.ports import ConcurrencyError, UnitOfWork
 from bot.services import progress
@@ -49,6 +51,8 @@ from bot.services.jobs import Job
 from bot.services.teams import team_members
 
 log = logging.getLogger(__name__)
+
+TIMERS = "timers (team members from Slack)"
 
 # A sweep takes at most this many rounds of due requests: several overdue steps of one request
 # (after an outage) fire one per round, in order, without waiting for the next sweep.
@@ -174,6 +178,13 @@ async def run_due(deps: Deps) -> int:
             except ConcurrencyError:
                 log.info("timer of %s lost a race; the next sweep re-evaluates it", request.id)
                 continue
+            except Exception as exc:
+                if not is_slack_error(exc):
+                    raise
+                # Slack could not say who is in a team: the next sweep tries again.
+                deps.failures.failed(log, TIMERS, exc, deps.clock.now())
+                continue
+            deps.failures.succeeded(log, TIMERS, deps.clock.now())
             progressed += 1
             if outcome is not None:
                 fired.append(outcome)
@@ -325,27 +336,38 @@ def _to_remind(
     ]
 
 
-def _card_link(request: ApprovalRequest) -> str:
+def _card_link(request: ApprovalRequest) -> Mrkdwn:
     # Slack's archive URL needs no API call (chat.getPermalink would be one per reminder) and
     # redirects to the message in whichever workspace the reader is signed in to.
+    channel = mrkdwn.channel(request.channel)
     if request.message_ts is None:
-        return f"<#{request.channel}>"
+        return channel
     ts = request.message_ts.replace(".", "")
-    return f"<https://slack.com/archives/{request.channel}/p{ts}|the card> in <#{request.channel}>"
+    url = f"https://slack.com/archives/{request.channel}/p{ts}"
+    return md("{} in {}", mrkdwn.link(url, "the card"), channel)
 
 
-def _subject(request: ApprovalRequest) -> str:
+def _subject(request: ApprovalRequest) -> Mrkdwn:
+    """`storefront → production v1.4.2`, escaped (service and version come from the webhook)."""
     what = request.service or "a deployment"
     version = f" {request.details.version}" if request.details.version else ""
-    return f"{what} → {request.environment}{version}"
+    return mrkdwn.escape(f"{what} → {request.environment}{version}")
 
 
-def _reminder_text(policy: Policy, request: ApprovalRequest, now: datetime) -> str:
+def _requester(request: ApprovalRequest) -> Mrkdwn:
+    slack_user = request.requester.slack_user
+    return mrkdwn.user(slack_user) if slack_user else mrkdwn.escape(request.requester.display)
+
+
+def _reminder_text(policy: Policy, request: ApprovalRequest, now: datetime) -> Mrkdwn:
     timer = timer_note(policy, request, now)
-    tail = f" It {timer}." if timer else ""
-    return (
-        f"Reminder: {_subject(request)} (requested by {request.requester.display}) is waiting "
-        f"for your approval: {_card_link(request)}.{tail}"
+    tail = md(" It {}.", timer) if timer else ""
+    return md(
+        "Reminder: {} (requested by {}) is waiting for your approval: {}.{}",
+        _subject(request),
+        _requester(request),
+        _card_link(request),
+        tail,
     )
 
 
@@ -359,19 +381,24 @@ async def _announce_escalation(
 ) -> None:
     assert step.team is not None
     team = deps.policy.team(step.team)
+    mention: Mrkdwn
     if team is not None and team.usergroup:
-        mention = f"<!subteam^{team.usergroup}>"
+        mention = mrkdwn.usergroup(team.usergroup)
     elif team is not None and team.members:
-        mention = " ".join(f"<@{member}>" for member in team.members)
+        mention = mrkdwn.join(" ", (mrkdwn.user(member) for member in team.members))
     else:
-        mention = step.team
+        mention = mrkdwn.escape(step.team)
     if widened:
-        what = f"you may now also approve {', '.join(widened)} (or reject it)"
+        what = md("you may now also approve {} (or reject it)", ", ".join(widened))
     else:
-        what = "you are notified only: this step lets you fill none of its rules"
-    text = (
-        f":rotating_light: Escalated (level {step.level}): {mention}, {_subject(request)} needs "
-        f"an approval decision; {what}. {_card_link(request)}"
+        what = md("you are notified only: this step lets you fill none of its rules")
+    text = md(
+        ":rotating_light: Escalated (level {}): {}, {} needs an approval decision; {}. {}",
+        step.level,
+        mention,
+        _subject(request),
+        what,
+        _card_link(request),
     )
     await _queue(
         uow,
@@ -410,7 +437,7 @@ async def _decide(
     if step.kind is StepKind.AUTO_APPROVE and not vetoes:
         request.state = RequestState.APPROVED
         request.decision_reason = "auto-approved: nobody rejected it before the deadline"
-        notice = "was auto-approved: nobody rejected it before the deadline."
+        notice = md("was auto-approved: nobody rejected it before the deadline.")
     else:
         request.state = RequestState.EXPIRED
         if step.kind is StepKind.AUTO_APPROVE:
@@ -418,7 +445,7 @@ async def _decide(
             request.decision_reason = f"expired: auto-approval vetoed by {', '.join(vetoes)}"
         else:
             request.decision_reason = "expired: no decision before the deadline"
-        notice = f"expired without a decision ({request.decision_reason})."
+        notice = md("expired without a decision ({}).", request.decision_reason)
     request.decided_at = now
     await record_decision(deps, uow, request, votes, None, now)
     requester = request.requester.slack_user
@@ -430,7 +457,7 @@ async def _decide(
             request=request,
             channel=requester,
             dm=True,
-            text=f"Your deployment {_subject(request)} {notice} {_card_link(request)}",
+            text=md("Your deployment {} {} {}", _subject(request), notice, _card_link(request)),
         )
 
 
@@ -441,7 +468,7 @@ async def _queue(
     key: str,
     request: ApprovalRequest,
     channel: str,
-    text: str,
+    text: Mrkdwn,
     dm: bool = False,
     thread_ts: str | None = None,
 ) -> None:

@@ -18,6 +18,11 @@ Design (measured by bench/vote_path.py):
   why) and the request stays pending. The writer never decides on a vote that was not checked
   afresh: it hands it back to be checked (`_Retry`). Separation of duties fails closed: when
   Slack cannot be asked, the vote is refused.
+- While Slack is down (unreachable, 5xx, 429), a vote that does not decide may be checked
+  against a cached answer up to 10 minutes old (`handlers/slack_directory.STALE_IF_ERROR`):
+  the deciding vote re-checks every counted voter afresh anyway. A deciding vote is refused
+  ("Slack could not be asked") and changes nothing; the request stays pending until Slack is
+  back. These failures are logged as one line per window (`Deps.failures`), not per click.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from bot.domain.delegation_rules import DelegationTerms
 from bot.domain.eligibility import Refusal, RefusalCode, check_vote, resolve_voter
 from bot.domain.freezes import FreezeWindow
 from bot.domain.model import ApprovalRequest, Delegation, Freeze, Vote, VoteKind
+from bot.domain.mrkdwn import md
 from bot.domain.people import Interaction, card_refusal, interaction_refusal, person_refusal
 from bot.domain.quorum import tally
+from bot.domain.text import is_blank
 from bot.ports import UnitOfWork
 from bot.services import progress
 from bot.services.decisions import record_decision
@@ -118,6 +125,8 @@ class _Pending:
 
 _FRESH_TRIES = 3
 _NOT_MONOTONE = frozenset({RefusalCode.FROZEN, RefusalCode.CHECKING_REQUESTER})
+VOTE_CHECKS = "vote checks (who clicked, from Slack)"
+DECIDING_CHECKS = "deciding-vote checks (every voter afresh, from Slack)"
 _SLACK_DOWN = (
     "Quorum could not check with Slack who you are, so your vote was not recorded. "
     "Try again in a minute."
@@ -184,7 +193,9 @@ class Voting:
         refusal = await self._verify(snapshot, command)
         if refusal is not None:
             return VoteResult(request=snapshot.request, refusal=refusal)
-        eligible = await request_team_members(self._deps, snapshot.request)
+        eligible = await self._members(snapshot)
+        if isinstance(eligible, Refusal):
+            return VoteResult(request=snapshot.request, refusal=eligible)
         _, refusal = await self._cached_refusal(snapshot, eligible, command, require_reason=False)
         return VoteResult(request=snapshot.request, refusal=refusal)
 
@@ -197,7 +208,9 @@ class Voting:
         if refusal is not None:
             return VoteResult(request=snapshot.request, refusal=refusal)
         for _ in range(_FRESH_TRIES):
-            eligible = await request_team_members(self._deps, snapshot.request)
+            eligible = await self._members(snapshot)
+            if isinstance(eligible, Refusal):
+                return VoteResult(request=snapshot.request, refusal=eligible)
             voter, refusal = await self._cached_refusal(
                 snapshot, eligible, command, require_reason=True
             )
@@ -229,6 +242,15 @@ class Voting:
 
     # --- who clicked ----------------------------------------------------------------------
 
+    async def _members(self, snapshot: _Snapshot) -> Mapping[str, frozenset[str]] | Refusal:
+        """The request's teams (user groups as cached, or stale while Slack is down); a refusal
+        when Slack cannot say and nothing is cached."""
+        try:
+            return await request_team_members(self._deps, snapshot.request)
+        except Exception as exc:
+            self._deps.failures.failed(log, VOTE_CHECKS, exc, self._deps.clock.now())
+            return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
+
     async def _verify(self, snapshot: _Snapshot, command: VoteCommand) -> Refusal | None:
         """None when Slack vouches for the click: sent for Quorum's app in its workspace, on the
         request's card, by a full member of the workspace (not a guest, bot, deactivated or
@@ -242,11 +264,12 @@ class Voting:
                 if why is not None:
                     return Refusal(RefusalCode.UNVERIFIED, why)
             why = await refusal_for(self._deps, command.actor)
-        except SlackUnavailable:
-            log.warning("could not verify %s with Slack", command.actor, exc_info=True)
+        except SlackUnavailable as exc:
+            cause = exc.__cause__ or exc
+            self._deps.failures.failed(log, VOTE_CHECKS, cause, self._deps.clock.now())
             return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
         if why is not None:
-            return Refusal(RefusalCode.UNVERIFIED, f"{why} Your vote was not recorded.")
+            return Refusal(RefusalCode.UNVERIFIED, md("{} Your vote was not recorded.", why))
         return None
 
     async def _card_refusal(self, snapshot: _Snapshot, interaction: Interaction) -> str | None:
@@ -282,13 +305,13 @@ class Voting:
             people = dict(zip(ordered, answers, strict=True))
             if command.actor in voters:
                 people[command.actor] = clicker
-        except Exception:
-            log.warning("could not re-check %s with Slack", command.request_id, exc_info=True)
+        except Exception as exc:
+            deps.failures.failed(log, DECIDING_CHECKS, exc, deps.clock.now())
             return Refusal(RefusalCode.UNVERIFIED, _SLACK_DOWN)
         why = person_refusal(command.actor, clicker, installation)
         if why is not None:
-            return Refusal(RefusalCode.UNVERIFIED, f"{why} Your vote was not recorded.")
-        untrusted = {
+            return Refusal(RefusalCode.UNVERIFIED, md("{} Your vote was not recorded.", why))
+        untrusted: dict[str, str] = {
             uid: why
             for uid, person in people.items()
             if (why := person_refusal(uid, person, installation)) is not None
@@ -662,7 +685,7 @@ async def _record(
     )
     if refusal is not None:
         return VoteResult(request=request, refusal=refusal)
-    reason = (command.reason or "").strip() or None
+    reason = None if is_blank(command.reason) else (command.reason or "").strip()
     actor = command.actor if command.actor != voter else None
     vote = Vote(request.id, voter, command.kind, now, reason, actor)
     state.votes.append(vote)

@@ -11,6 +11,7 @@ from storage.repositories.freezes import SqlFreezeRepository
 from storage.repositories.messages import SqlMessageQueue
 from storage.repositories.outbox import SqlOutbox
 from storage.repositories.requests import SqlRequestRepository
+from storage.repositories.slack_replays import SqlSlackReplayLog
 from storage.repositories.votes import SqlVoteRepository
 from storage.repositories.webhooks import SqlWebhookLog
 
@@ -23,6 +24,7 @@ __all__ = [
     "SqlMessageQueue",
     "SqlOutbox",
     "SqlRequestRepository",
+    "SqlSlackReplayLog",
     "SqlVoteRepository",
     "SqlWebhookLog",
     "canonical_json",

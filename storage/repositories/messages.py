@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.model import MessageState, OutgoingMessage
+from bot.domain.mrkdwn import stored
 from storage.repositories._common import (
     _claim_leased,
     _insert_unless_duplicate,
@@ -22,7 +23,7 @@ def _message_from_row(row: MessageRow) -> OutgoingMessage:
         id=row.id,
         dedupe_key=row.dedupe_key,
         channel=row.channel,
-        text=row.text,
+        text=stored(row.text),  # it was a Mrkdwn when it was queued
         created_at=row.created_at,
         not_before=row.not_before,
         request_id=row.request_id,

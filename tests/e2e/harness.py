@@ -6,22 +6,28 @@ Everything talks real HTTP on 127.0.0.1. Tests wait for recorded calls; they nev
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
+import itertools
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from bot.app import RUNTIME, Intervals, build_app
 from bot.clock import SystemClock
+from bot.pipelines.callback_keys import CallbackKey, Ed25519Verifier
 from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
 from bot.policy import Policy
 from bot.ports import Clock, Database, UnitOfWork
@@ -34,6 +40,12 @@ from tests.fakes.slack_api import APP_ID, TEAM_ID, FakeSlack
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIGNING_SECRET = "e2e-signing-secret-0123456789abcdef"
 API_TOKEN = "e2e-api-token"
+# Callbacks are signed with a key of their own (Ed25519, `v1a`), never with the webhook secret.
+CALLBACK_KEY = CallbackKey.from_secret(
+    "whsk_" + base64.b64encode(hashlib.sha256(b"quorum e2e callback key").digest()).decode(),
+    datetime(2026, 1, 1, tzinfo=UTC),
+)
+CALLBACK_PUBLIC_KEY = CALLBACK_KEY.public.public_key
 
 POLICY: dict[str, Any] = {
     "version": 1,
@@ -101,6 +113,7 @@ def body_for(**overrides: Any) -> dict[str, Any]:
 class Callback:
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""  # the body as signed
 
 
 @dataclass
@@ -114,21 +127,39 @@ class FakePipeline:
     _runner: web.AppRunner | None = None
     url: str = ""
     clock: Clock = field(default_factory=SystemClock)  # Quorum's clock: it signs with it
+    # What the receiver trusts: Quorum's public key (`v1a`) and any shared callback secrets (`v1`)
+    public_keys: list[str] = field(default_factory=lambda: [CALLBACK_PUBLIC_KEY])
+    secrets: list[str] = field(default_factory=list)
+
+    def verifiers(self) -> list[Ed25519Verifier | StandardWebhookVerifier]:
+        now = self.clock.now
+        found: list[Ed25519Verifier | StandardWebhookVerifier] = []
+        if self.public_keys:
+            found.append(Ed25519Verifier(self.public_keys, clock=lambda: now()))
+        if self.secrets:
+            found.append(StandardWebhookVerifier(self.secrets, clock=lambda: now()))
+        return found
 
     async def start(self) -> None:
-        verifier = StandardWebhookVerifier([WEBHOOK_SECRET], clock=lambda: self.clock.now())
         app = web.Application()
+
+        def verified(raw: bytes, headers: Any) -> bool:
+            for verifier in self.verifiers():
+                try:
+                    verifier.verify(raw, headers)
+                except Exception:  # noqa: S112 - try the next trusted key
+                    continue
+                return True
+            return False
 
         async def receive(request: web.Request) -> web.Response:
             raw = await request.read()
-            try:
-                verifier.verify(raw, request.headers)
-            except Exception:
+            if not verified(raw, request.headers):
                 self.rejected_signatures += 1
                 return web.Response(status=401)
             status = self.statuses.pop(0) if self.statuses else 204
             async with self._cond:
-                self.received.append(Callback(dict(request.headers), json.loads(raw)))
+                self.received.append(Callback(dict(request.headers), json.loads(raw), raw))
                 self._cond.notify_all()
             return web.Response(status=status)
 
@@ -154,8 +185,14 @@ class Quorum:
     """A running Quorum plus signed-request helpers."""
 
     def __init__(
-        self, settings: Settings, policy: Policy, tuning: Tuning, clock: Clock | None = None
+        self,
+        settings: Settings,
+        policy: Policy,
+        tuning: Tuning,
+        clock: Clock | None = None,
+        egress_resolver: AbstractResolver | None = None,
     ) -> None:
+        self.egress_resolver = egress_resolver  # names of webhook-named URLs (a fake DNS)
         self.settings = settings
         self.policy = policy
         self.tuning = tuning
@@ -172,6 +209,7 @@ class Quorum:
             clock=self.clock,
             tuning=self.tuning,
             intervals=Intervals(announce=0.2, deliveries=0.2),
+            egress_resolver=self.egress_resolver,
         )
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
@@ -284,6 +322,16 @@ class Quorum:
         return await self.slack_post({"payload": json.dumps(payload)})
 
 
+# Slack makes every interaction unique (a click's action_ts, a trigger_id): two identical signed
+# bodies are a replay, which Quorum answers without acting (bot/services/replays.py).
+_INTERACTIONS = itertools.count(1)
+
+
+def unique_stamp() -> str:
+    """A fresh `action_ts`-like stamp for one interaction."""
+    return f"1596530385.{next(_INTERACTIONS):06d}"
+
+
 def _fixture(name: str) -> dict[str, Any]:
     from tests.paths import FIXTURES
 
@@ -321,6 +369,7 @@ def block_action(
             "action_id": action.value,
             "block_id": BlockId.actions.value,
             "value": encode_button_value(request_id),
+            "action_ts": unique_stamp(),
         }
     ]
     return payload
@@ -330,6 +379,7 @@ def view_submission(user: str, request_id: str, reason: str) -> dict[str, Any]:
     """The bolt fixture view_submission payload carrying our rejection modal's state."""
     payload = _fixture("view_submission.json")
     payload["user"] = {**payload["user"], "id": user}
+    payload["trigger_id"] = unique_stamp()
     _installed(payload)
     view = payload["view"]
     view["team_id"] = view["app_installed_team_id"] = TEAM_ID
@@ -354,7 +404,11 @@ class Env:
     async def restart(self) -> None:
         await self.quorum.stop()
         self.quorum = Quorum(
-            self.quorum.settings, self.quorum.policy, self.quorum.tuning, self.quorum.clock
+            self.quorum.settings,
+            self.quorum.policy,
+            self.quorum.tuning,
+            self.quorum.clock,
+            self.quorum.egress_resolver,
         )
         await self.quorum.start()
 
@@ -383,8 +437,11 @@ async def running_env(
     tuning: Tuning | None = None,
     extra_settings: dict[str, str] | None = None,
     clock: Clock | None = None,
+    egress_resolver: AbstractResolver | None = None,
 ) -> AsyncIterator[Env]:
     await upgrade(db_url)
+    keys_dir = Path(tempfile.mkdtemp(prefix="quorum-e2e-keys-"))
+    CALLBACK_KEY.write(keys_dir / "callback.key")
     pipeline = FakePipeline(clock=clock or SystemClock())
     await pipeline.start()
     async with FakeSlack() as slack:
@@ -397,6 +454,9 @@ async def running_env(
                 "QUORUM_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 "QUORUM_API_TOKEN": API_TOKEN,
                 "DATABASE_URL": db_url,
+                # The fake receivers listen on loopback over http: allowed explicitly.
+                "QUORUM_EGRESS_ALLOW": "127.0.0.1",
+                "QUORUM_CALLBACK_SIGNING_KEY_FILE": str(keys_dir / "callback.key"),
                 **(extra_settings or {}),
             }
         )
@@ -408,6 +468,7 @@ async def running_env(
                 backoff_base=timedelta(milliseconds=50), backoff_cap=timedelta(milliseconds=200)
             ),
             clock,
+            egress_resolver,
         )
         await quorum.start()
         env = Env(quorum=quorum, slack=slack, pipeline=pipeline, db_url=db_url)
@@ -416,6 +477,7 @@ async def running_env(
         finally:
             await env.quorum.stop()
             await pipeline.stop()
+            shutil.rmtree(keys_dir, ignore_errors=True)
 
 
 def tmp_sqlite(tmp_path: Path) -> str:

@@ -18,7 +18,7 @@ from bot.domain.model import ApprovalRequest
 from handlers.action_ids import REASON_ACTION_ID, BlockId, CallbackId, encode_button_value
 from storage.db import create_engine
 from storage.tables import MessageRow
-from tests.e2e.harness import POLICY, Env, _fixture, running_env
+from tests.e2e.harness import POLICY, Env, _fixture, running_env, unique_stamp
 from tests.paths import FIXTURES
 
 RM_1, RM_2 = "U0RM1", "U0RM2"
@@ -60,7 +60,7 @@ def command_form(command: str, user: str, text: str, channel: str = "C0WEB") -> 
         user_id=user,
         user_name=user.lower(),
         channel_id=channel,
-        trigger_id=f"trigger-{user}",
+        trigger_id=f"trigger-{user}-{unique_stamp()}",  # unique, as Slack makes it
     )
     return form
 
@@ -74,6 +74,7 @@ async def command(env: Env, command: str, user: str, text: str) -> Reply:
 def break_glass_submission(user: str, request_id: str, reason: str) -> dict[str, str]:
     payload = _fixture("view_submission.json")
     payload["user"] = {**payload["user"], "id": user}
+    payload["trigger_id"] = unique_stamp()
     view = payload["view"]
     view["callback_id"] = CallbackId.break_glass_reason.value
     view["private_metadata"] = encode_button_value(request_id)

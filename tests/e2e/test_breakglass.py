@@ -91,7 +91,7 @@ async def test_break_glass_command_and_review_reminders(db_url: str) -> None:
         assert await remind_reviews(env.quorum.deps) == 0
         dms = [m for m in await queued(env.db_url) if m["dm"]]
         assert sorted(m["channel"] for m in dms) == [RM_1, RM_2]
-        assert f"/approvals review {request_id} <summary>" in dms[0]["text"]
+        assert f"/approvals review {request_id} &lt;summary&gt;" in dms[0]["text"]
 
         pending = await command(env, "/approvals", RM_2, "pending")
         assert "*Post-incident reviews to record* (break glass):" in pending.text

@@ -16,8 +16,10 @@ from aiohttp import web
 
 from bot.clock import FixedClock
 from bot.domain.model import Delivery, DeliveryState
+from bot.pipelines.callback_keys import Ed25519Signer
+from bot.pipelines.egress import EgressPolicy
 from bot.pipelines.generic import GenericAdapter
-from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
+from bot.pipelines.signing import StandardWebhookVerifier
 from bot.policy import Policy
 from bot.ports import Announcer, Directory
 from bot.services.delivery import deliver_due
@@ -25,7 +27,7 @@ from bot.services.deps import Deps
 from storage.db import create_engine
 from storage.migrate import upgrade
 from storage.uow import SqlDatabase
-from tests.e2e.harness import POLICY, WEBHOOK_SECRET, FakePipeline
+from tests.e2e.harness import CALLBACK_KEY, POLICY, WEBHOOK_SECRET, FakePipeline
 from tests.fakes.loopback import LoopbackServer
 from tests.storage.builders import NOW, a_request
 
@@ -72,9 +74,10 @@ async def _deps(db_url: str, http: aiohttp.ClientSession) -> Deps:
     clock = FixedClock(NOW)
     generic = GenericAdapter(
         StandardWebhookVerifier([WEBHOOK_SECRET], clock=clock.now),
-        StandardWebhookSigner(WEBHOOK_SECRET),
+        Ed25519Signer(CALLBACK_KEY),  # callbacks have a key of their own
         http,
         clock.now,
+        egress=EgressPolicy.parse("127.0.0.1"),  # the fake pipelines listen on loopback
     )
     return Deps(
         database=SqlDatabase(create_engine(db_url)),

@@ -40,7 +40,11 @@ class JenkinsEnv:
 @pytest.fixture(params=[False, True], ids=["no-crumb", "crumb"])
 async def jk(db_url: str, request: pytest.FixtureRequest) -> AsyncIterator[JenkinsEnv]:
     async with FakeJenkins(require_crumb=request.param) as jenkins:
-        settings = {"JENKINS_USER": USER, "JENKINS_API_TOKEN": API_TOKEN}
+        settings = {
+            "JENKINS_USER": USER,
+            "JENKINS_API_TOKEN": API_TOKEN,
+            "JENKINS_URL": jenkins.base_url,
+        }
         async with running_env(db_url, extra_settings=settings) as env:
             yield JenkinsEnv(env, jenkins)
 

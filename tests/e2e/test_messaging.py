@@ -18,7 +18,7 @@ from bot.domain.model import OutgoingMessage
 from bot.policy import Policy
 from bot.ports import Announcer, Directory
 from bot.services.deps import Deps
-from bot.services.messaging import MessageSender
+from bot.services.messaging import MAX_ATTEMPTS, MessageSender
 from handlers.slack_chat import SlackChat, make_web_client
 from storage.db import create_engine
 from storage.migrate import upgrade
@@ -144,3 +144,30 @@ async def test_dm_opens_the_conversation_and_a_permanent_error_gives_up(
         clock.advance(timedelta(hours=2))
     assert await sender.pending() == 0
     assert posted(env, "C0GONE") == []
+
+
+@pytest.mark.parametrize("outage", ["unreachable", "500"])
+async def test_an_outage_of_any_length_drops_no_message(
+    env: Rig, clock: FixedClock, outage: str
+) -> None:
+    """Slack down (connections refused, or 5xx) is not a fault of the message: it stays queued
+    well past MAX_ATTEMPTS failed sends, retried every 20-40 s, and goes once Slack is back."""
+    assert await enqueue(env, "outage", "C0A")
+    sender = sender_for(env)
+    if outage == "unreachable":
+        await env.slack.go_down()
+    else:
+        env.slack.fail_all(500)
+    # (unreachable: each send waits out slack-sdk's connection retries, ~2.5 s, so fewer rounds;
+    # both kinds are the same ChatUnavailable to the sender)
+    for _ in range(MAX_ATTEMPTS + 1 if outage == "500" else 3):
+        assert await sender.send_due() == 0
+        clock.advance(timedelta(seconds=40))
+    assert await sender.pending() == 1
+    if outage == "unreachable":
+        await env.slack.come_back()
+    else:
+        env.slack.recover_all()
+    clock.advance(timedelta(seconds=40))
+    assert await sender.send_due() == 1
+    assert posted(env, "C0A") == ["text outage"]

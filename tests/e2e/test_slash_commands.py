@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from bot.domain.mrkdwn import escape
 from handlers.action_ids import ActionId
 from handlers.slash_parser import APPROVALS_HELP
 from tests.e2e.harness import SIGNING_SECRET, Env
@@ -18,11 +19,13 @@ from tests.e2e.slash import (
 
 
 async def test_help_and_unknown_subcommand(env: Env) -> None:
+    # The help's `<request-id>` placeholders are escaped, as Slack's formatting rules ask.
+    help_text = escape(APPROVALS_HELP)
     reply = await command(env, "/approvals", OWNER_2, "help")
-    assert (reply.status, reply.text, reply.public) == (200, APPROVALS_HELP, False)
-    assert (await command(env, "/approvals", OWNER_2, "")).text == APPROVALS_HELP
+    assert (reply.status, reply.text, reply.public) == (200, help_text, False)
+    assert (await command(env, "/approvals", OWNER_2, "")).text == help_text
     unknown = await command(env, "/approvals", OWNER_2, "frobnicate")
-    assert unknown.text == f"I don't know `/approvals frobnicate`.\n{APPROVALS_HELP}"
+    assert unknown.text == f"I don't know `/approvals frobnicate`.\n{help_text}"
 
 
 async def test_parse_errors_are_exact_and_ephemeral(env: Env) -> None:

@@ -10,7 +10,8 @@ import asyncio
 import itertools
 import json
 import socket
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -60,6 +61,22 @@ class _Failure:
     retry_after: int | None
     error: str
     remaining: int
+
+
+@dataclass(slots=True)
+class _Outage:
+    """Every call (of `methods`, or of all when None) answers `status` until `until`
+    (monotonic seconds; None: until `recover_all`)."""
+
+    status: int
+    retry_after: int | None
+    methods: frozenset[str] | None
+    until: float | None
+
+    def applies(self, method: str) -> bool:
+        if self.until is not None and time.monotonic() >= self.until:
+            return False
+        return self.methods is None or method in self.methods
 
 
 @dataclass(slots=True)
@@ -113,6 +130,10 @@ class FakeSlack:
         self.scopes: tuple[str, ...] | None = BOT_SCOPES
         self._unknown: set[str] = set()
         self._failures: dict[str, list[_Failure]] = {}
+        self._outage: _Outage | None = None
+        self._down = False  # go_down: connections refused, open ones reset
+        self.refused = 0  # requests cut off while down (on connections opened before)
+        self._site: web.SockSite | None = None
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._condition = asyncio.Condition()
@@ -135,7 +156,8 @@ class FakeSlack:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: a free one)."""
         if self._runner is not None:
             return
         app = web.Application()
@@ -143,11 +165,32 @@ class FakeSlack:
         app.router.add_route("GET", "/api/{method}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(runner, sock).start()
         self._runner = runner
+        await self._listen(port)
+
+    async def _listen(self, port: int) -> None:
+        assert self._runner is not None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        self._port = sock.getsockname()[1]
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
+
+    async def go_down(self) -> None:
+        """Slack unreachable: new connections are refused (the port is closed) and requests on
+        connections opened before are cut off without an answer."""
+        self._down = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def come_back(self) -> None:
+        """Listen again on the same port (base_url is unchanged)."""
+        assert self._port is not None
+        if self._site is None:
+            await self._listen(self._port)
+        self._down = False
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -241,6 +284,29 @@ class FakeSlack:
         """Drop the failures still queued for `method`."""
         self._failures.pop(method, None)
 
+    def fail_all(
+        self,
+        status: int = 500,
+        *,
+        retry_after: int = 1,
+        seconds: float | None = None,
+        methods: Iterable[str] | None = None,
+    ) -> None:
+        """Every call (of `methods`, or of every method) answers HTTP `status` — 429 with
+        `Retry-After: retry_after` and `ratelimited`, another status with `internal_error` — for
+        `seconds` (None: until `recover_all`)."""
+        self._outage = _Outage(
+            status,
+            retry_after if status == 429 else None,
+            frozenset(methods) if methods is not None else None,
+            time.monotonic() + seconds if seconds is not None else None,
+        )
+
+    def recover_all(self) -> None:
+        """End `fail_all` and drop every queued failure."""
+        self._outage = None
+        self._failures.clear()
+
     def dm_channel(self, user: str) -> str:
         """The DM channel id conversations.open returns for `user`."""
         return self._dm_channels.setdefault(user, f"D{user}")
@@ -279,6 +345,11 @@ class FakeSlack:
     # --- the HTTP side --------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self._down:  # a connection opened before go_down: cut it off, answer nothing
+            self.refused += 1
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)  # never reaches the client
         method = request.match_info["method"]
         args = await _read_args(request)
         headers = dict(request.headers)
@@ -299,6 +370,11 @@ class FakeSlack:
             return 200, {"ok": False, "error": "not_authed"}, {}
         if token != self.token:
             return 200, {"ok": False, "error": "invalid_auth"}, {}
+        outage = self._outage
+        if outage is not None and outage.applies(method):
+            error = "ratelimited" if outage.status == 429 else "internal_error"
+            extra = {"Retry-After": str(outage.retry_after)} if outage.retry_after else {}
+            return outage.status, {"ok": False, "error": error}, extra
         failures = self._failures.get(method)
         if failures:
             failure = failures[0]

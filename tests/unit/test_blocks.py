@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.domain import mrkdwn
 from bot.domain.model import (
     ApprovalRequest,
     Link,
@@ -22,6 +23,7 @@ from bot.domain.model import (
     Vote,
     VoteKind,
 )
+from bot.domain.mrkdwn import md
 from bot.domain.quorum import RuleProgress, Tally
 from handlers.action_ids import (
     REASON_ACTION_ID,
@@ -265,10 +267,10 @@ def test_progress_line_names_every_team_still_needed() -> None:
 
 
 def test_delegated_vote_is_shown_on_behalf_of_the_delegator() -> None:
-    votes = [approve("alice", "owner-review", actor="bob")]
-    card = render_card(make_request(), make_tally(owner=("alice",)), votes, now=NOW)
+    votes = [approve("UALICE", "owner-review", actor="UBOB")]
+    card = render_card(make_request(), make_tally(owner=("UALICE",)), votes, now=NOW)
 
-    assert "approved by <@bob> on behalf of <@alice>" in _all_text(card)
+    assert "approved by <@UBOB> on behalf of <@UALICE>" in _all_text(card)
 
 
 def test_long_description_is_truncated_within_every_limit() -> None:
@@ -334,7 +336,11 @@ def test_links_render_as_mrkdwn_links_with_escaped_ampersands() -> None:
 
 
 def test_warning_keeps_quorum_markup_but_not_forged_mentions() -> None:
-    warning = ":warning: *No owner*: service '<!channel>' is not in the policy; routed to <#C0DEF>"
+    warning = md(
+        ":warning: *No owner*: service {} is not in the policy; routed to {}",
+        "'<!channel>'",
+        mrkdwn.channel("C0DEF"),
+    )
     card = render_card(make_request(service=None), make_tally(), [], warnings=[warning], now=NOW)
 
     text = _all_text(card)
@@ -350,7 +356,7 @@ def test_frozen_card_has_no_approve_button_and_offers_break_glass() -> None:
         make_request(),
         make_tally(),
         [],
-        frozen_note="Frozen until Mon 09:00 by <@URM>: quarter-end close",
+        frozen_note=md("Frozen until Mon 09:00 by {}: quarter-end close", mrkdwn.user("URM")),
         now=NOW,
     )
 
@@ -391,13 +397,13 @@ def test_pending_rejection_in_quorum_mode_is_listed() -> None:
     [
         (approve("U1", "owner-review"), ":white_check_mark: <@U1> approved (owner-review)"),
         (
-            approve("alice", "owner-review", actor="bob"),
-            ":white_check_mark: <@bob> approved on behalf of <@alice> (owner-review)",
+            approve("UALICE", "owner-review", actor="UBOB"),
+            ":white_check_mark: <@UBOB> approved on behalf of <@UALICE> (owner-review)",
         ),
         (reject("U2", "broken <b>"), ":x: <@U2> rejected: broken &lt;b&gt;"),
         (
-            reject("alice", "nope", actor="bob"),
-            ":x: <@bob> rejected on behalf of <@alice>: nope",
+            reject("UALICE", "nope", actor="UBOB"),
+            ":x: <@UBOB> rejected on behalf of <@UALICE>: nope",
         ),
     ],
 )
@@ -482,3 +488,32 @@ def test_decode_rejects_anything_else(value: str) -> None:
 def test_encode_refuses_values_slack_would_reject() -> None:
     with pytest.raises(ValueError, match="2000"):
         encode_button_value("r" * 2000)
+
+
+def test_plain_text_notes_are_escaped_whole_even_their_mentions() -> None:
+    # A note that is a plain str did not come through bot/domain/mrkdwn.py: a `<@U…>` or a
+    # link in it could be a pipeline's text, so it mentions nobody.
+    card = render_card(
+        make_request(),
+        make_tally(),
+        [],
+        warnings=["deployed by <@U0ADMIN> <!here>"],
+        callback_status="HTTP 400: <https://evil.example|approve here>",
+        next_timer="escalates to <!subteam^S0SRE>",
+        now=NOW,
+    )
+
+    text = "\n".join([*_mrkdwn_texts(card.blocks), card.text])
+    for forged in ("<@U0ADMIN>", "<!here>", "<https://evil", "<!subteam"):
+        assert forged not in text
+    assert "deployed by &lt;@U0ADMIN&gt; &lt;!here&gt;" in text
+
+
+def test_mentions_render_only_for_well_formed_user_ids() -> None:
+    votes = [approve("U0WEB1", "owner-review"), approve("!channel", "owner-review")]
+    card = render_card(make_request(), make_tally(owner=("U0WEB1", "!channel")), votes, now=NOW)
+
+    text = _all_text(card)
+    assert "<@U0WEB1>" in text
+    assert "<@!channel>" not in text
+    assert "<!channel>" not in text

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from bot.domain.freezes import (
     UNTIL_FURTHER_NOTICE,
     Cron,
     CronError,
+    CronUnsupported,
     FreezeWindow,
     RecurringWindow,
     freeze_state,
@@ -18,6 +23,7 @@ from bot.domain.freezes import (
     window_of,
 )
 from bot.domain.model import Freeze
+from bot.policy import Policy, PolicyError, load_policy
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -125,13 +131,240 @@ def test_cron_occurrences(
     [
         ("0 18 * *", "expected 5 fields"),
         ("61 * * * *", "minute '61' is out of range 0-59"),
-        ("0 18 L * *", "cannot read 'l' in the day-of-month field"),
         ("0 18 * * */0", "day-of-week step must be at least 1"),
+        ("0 18 LL * *", "day-of-month 'LL' is not supported"),
+        ("0 18 L-2 * *", "day-of-month 'L-2' is not supported"),
+        ("0 18 1-5W * *", "day-of-month '1-5W' is not supported"),
+        ("0 18 32W * *", "day-of-month '32W' is out of range 1-31"),
+        ("0 18 * * L", "day-of-week 'L' is not supported"),
+        ("0 18 * * 5#6", "day-of-week '5#6': the week must be 1-5"),
+        ("0 18 * * 8#1", "day-of-week '8#1' is out of range 0-7"),
+        ("0 18 * * 1-5L", "day-of-week '1-5L' is not supported"),
+        ("0 18 \u00b2 * *", "cannot read '\u00b2' in the day-of-month field"),
     ],
 )
 def test_cron_errors(cron: str, message: str) -> None:
-    with pytest.raises(CronError, match=message):
+    with pytest.raises(CronError, match=re.escape(message)):
         Cron.parse(cron)
+
+
+def test_unsupported_syntax_is_its_own_error() -> None:
+    with pytest.raises(CronUnsupported):
+        Cron.parse("0 0 L-2 * *")
+    with pytest.raises(CronError) as caught:
+        Cron.parse("61 0 L * *")
+    assert not isinstance(caught.value, CronUnsupported)
+
+
+# L, W, # and ? as croniter reads them: month ends, leap years, and DST in the window's zone.
+@pytest.mark.parametrize(
+    ("cron", "zone", "start", "end", "expected"),
+    [
+        # L: the last day of each month, whatever its length.
+        (
+            "0 0 L * *",
+            "UTC",
+            utc(2026, 1, 1),
+            utc(2026, 5, 1),
+            [utc(2026, 1, 31), utc(2026, 2, 28), utc(2026, 3, 31), utc(2026, 4, 30)],
+        ),
+        # February's last day is the 29th in a leap year only.
+        (
+            "0 0 L 2 *",
+            "UTC",
+            utc(2027, 1, 1),
+            utc(2029, 1, 1),
+            [utc(2027, 2, 28), utc(2028, 2, 29)],
+        ),
+        ("0 0 29 2 *", "UTC", utc(2026, 1, 1), utc(2030, 1, 1), [utc(2028, 2, 29)]),
+        # A list mixing L and a day.
+        (
+            "0 0 L,15 * *",
+            "UTC",
+            utc(2026, 2, 1),
+            utc(2026, 3, 1),
+            [utc(2026, 2, 15), utc(2026, 2, 28)],
+        ),
+        # #: the third Friday of each month.
+        (
+            "0 12 * * 5#3",
+            "UTC",
+            utc(2026, 1, 1),
+            utc(2026, 4, 1),
+            [utc(2026, 1, 16, 12), utc(2026, 2, 20, 12), utc(2026, 3, 20, 12)],
+        ),
+        # A fifth Friday only in months that have one.
+        (
+            "0 12 * * fri#5",
+            "UTC",
+            utc(2026, 1, 1),
+            utc(2026, 6, 1),
+            [utc(2026, 1, 30, 12), utc(2026, 5, 29, 12)],
+        ),
+        # 5L: the last Friday of the month.
+        (
+            "0 18 * * 5L",
+            "UTC",
+            utc(2026, 1, 1),
+            utc(2026, 4, 1),
+            [utc(2026, 1, 30, 18), utc(2026, 2, 27, 18), utc(2026, 3, 27, 18)],
+        ),
+        # LW: the last weekday; a month ending on a weekend moves back to Friday.
+        (
+            "0 9 LW * *",
+            "UTC",
+            utc(2026, 1, 1),
+            utc(2026, 6, 1),
+            [
+                utc(2026, 1, 30, 9),  # the 31st is a Saturday
+                utc(2026, 2, 27, 9),  # the 28th is a Saturday
+                utc(2026, 3, 31, 9),
+                utc(2026, 4, 30, 9),
+                utc(2026, 5, 29, 9),  # the 31st is a Sunday
+            ],
+        ),
+        # 1W never crosses into the previous month: Saturday 1 August → Monday 3 August.
+        ("0 9 1W * *", "UTC", utc(2026, 7, 15), utc(2026, 9, 1), [utc(2026, 8, 3, 9)]),
+        # 15W: a Saturday moves back to Friday, a Sunday on to Monday.
+        (
+            "0 9 15W 8,11 *",
+            "UTC",
+            utc(2026, 8, 1),
+            utc(2026, 12, 1),
+            [utc(2026, 8, 14, 9), utc(2026, 11, 16, 9)],
+        ),
+        # 31W: no day in a 30-day month; a Sunday the 31st moves back to Friday the 29th.
+        ("0 9 31W * *", "UTC", utc(2026, 4, 1), utc(2026, 6, 1), [utc(2026, 5, 29, 9)]),
+        # ?: any, as *.
+        (
+            "0 0 ? * mon",
+            "UTC",
+            utc(2026, 6, 1),
+            utc(2026, 6, 16),
+            [utc(2026, 6, 1), utc(2026, 6, 8), utc(2026, 6, 15)],
+        ),
+        # Both day fields restricted: the last day or a Monday (Vixie cron).
+        (
+            "0 0 L * 1",
+            "UTC",
+            utc(2026, 6, 1),
+            utc(2026, 7, 1),
+            [utc(2026, 6, d) for d in (1, 8, 15, 22, 29, 30)],
+        ),
+        # DST: the last Sunday of March is the spring-forward day in London; 01:30 is skipped
+        # and lands just after the gap (02:30 BST = 01:30 UTC), once.
+        (
+            "30 1 * 3 0L",
+            "Europe/London",
+            utc(2026, 3, 1),
+            utc(2026, 4, 1),
+            [utc(2026, 3, 29, 1, 30)],
+        ),
+        # The last Sunday of October: 01:30 happens twice; the first (BST) occurrence counts.
+        (
+            "30 1 * 10 sunL",
+            "Europe/London",
+            utc(2026, 10, 1),
+            utc(2026, 11, 1),
+            [utc(2026, 10, 25, 0, 30)],
+        ),
+        # Month ends on either side of a change keep their wall time: 18:00 BST, then 18:00 GMT.
+        (
+            "0 18 L 3,10 *",
+            "Europe/London",
+            utc(2026, 1, 1),
+            utc(2027, 1, 1),
+            [utc(2026, 3, 31, 17), utc(2026, 10, 31, 18)],
+        ),
+        # The month end is the zone's: 31 January 23:30 in New York is 1 February in UTC.
+        (
+            "30 23 L 1 *",
+            "America/New_York",
+            utc(2026, 1, 1),
+            utc(2026, 3, 1),
+            [utc(2026, 2, 1, 4, 30)],
+        ),
+    ],
+)
+def test_cron_extensions(
+    cron: str, zone: str, start: datetime, end: datetime, expected: list[datetime]
+) -> None:
+    assert list(Cron.parse(cron).occurrences(ZoneInfo(zone), start, end)) == expected
+
+
+def test_a_month_end_window_freezes() -> None:
+    month_end = RecurringWindow(
+        name="month-end",
+        environments=("production",),
+        services=(),
+        cron="0 0 L * *",
+        zone="UTC",
+        duration=timedelta(days=1),
+        reason="Month-end close",
+    )
+    now = utc(2028, 2, 29, 12)
+    state = freeze_state(recurring_windows([month_end], now, now), "production", None, now)
+    assert state.frozen
+    assert state.until == utc(2028, 3, 1)
+    before = utc(2028, 2, 28, 12)
+    assert not freeze_state(
+        recurring_windows([month_end], before, before), "production", None, before
+    ).frozen
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["0 0 L * *", "0 12 * * 5#3", "0 9 LW * *", "0 9 15W * *", "0 0 ? * 5L", "0 12 * * FRI#3"],
+)
+def test_the_loader_accepts_what_the_matcher_evaluates(cron: str) -> None:
+    policy = Policy.model_validate(_policy_with(cron))
+    assert policy.freezes[0].cron == cron
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [
+        (
+            "0 0 L-2 * *",
+            "quorum.yml: freezes[0].cron: invalid cron expression '0 0 L-2 * *': day-of-month "
+            "'L-2' is not supported (supported: numbers, ranges, steps, L for the last day of the "
+            "month, 15W for the weekday nearest the 15th, LW for the last weekday)",
+        ),
+        (
+            "0 0 * * L",
+            "quorum.yml: freezes[0].cron: invalid cron expression '0 0 * * L': day-of-week 'L' "
+            "is not supported (supported: numbers, names, ranges, steps, 5#3 for the third "
+            "Friday, 5L for the last Friday of the month)",
+        ),
+        (
+            "0 0 * * 5#6",
+            "quorum.yml: freezes[0].cron: invalid cron expression '0 0 * * 5#6': a field is "
+            "malformed or out of range (minute 0-59, hour 0-23, day-of-month 1-31, month 1-12, "
+            "day-of-week 0-6)",
+        ),
+    ],
+)
+def test_the_loader_refuses_what_the_matcher_cannot_evaluate(
+    tmp_path: Path, cron: str, message: str
+) -> None:
+    path = tmp_path / "quorum.yml"
+    path.write_text(yaml.safe_dump(_policy_with(cron)), encoding="utf-8")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.errors == [message.replace("quorum.yml", str(path), 1)]
+
+
+def _policy_with(cron: str) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "defaults": {"channel": "C0DEPLOYS"},
+        "teams": {"web": {"channel": "C0WEB", "members": ["U0WEB1", "U0WEB2"]}},
+        "services": {"storefront": {"owner": "web"}},
+        "environments": {
+            "production": {"rules": [{"name": "owner-review", "from": "owner", "approvals": 1}]}
+        },
+        "freezes": [{"name": "close", "cron": cron, "duration": "1d", "reason": "Month-end close"}],
+    }
 
 
 QUARTER_END = RecurringWindow(

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from bot.domain.model import Delivery
 from bot.pipelines.base import SignatureError
+from bot.pipelines.egress import EgressPolicy
 from bot.pipelines.generic import GenericAdapter
 from bot.pipelines.signing import StandardWebhookSigner, StandardWebhookVerifier
 from bot.ports import DeliveryResult
@@ -24,6 +25,7 @@ from bot.ports import DeliveryResult
 NOW = datetime(2025, 3, 4, 10, 20, 11, tzinfo=UTC)
 CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = {"type": "approval.decided", "request_id": "req_1", "decision": "approved"}
+LOOPBACK = EgressPolicy.parse("127.0.0.1")  # the fake receivers listen on 127.0.0.1 over http
 
 
 @dataclass
@@ -104,6 +106,7 @@ def adapter(
         http=session,
         clock=clock,
         timeout=timeout,
+        egress=LOOPBACK,
     )
 
 
@@ -133,7 +136,9 @@ async def test_503_then_200_with_the_same_webhook_id(
     clock.current = NOW + timedelta(minutes=7)  # a retry after backoff: fresh timestamp
     second = await quorum.deliver(target)
 
-    assert first == DeliveryResult(ok=False, detail="HTTP 503", permanent=False)
+    assert first == DeliveryResult(
+        ok=False, detail="receiver is unavailable (HTTP 503)", permanent=False
+    )
     assert second == DeliveryResult(ok=True, detail="HTTP 200")
     assert [r.webhook_id for r in fake.received] == ["dlv_1", "dlv_1"]
     assert [r.headers["webhook-timestamp"] for r in fake.received] == [
@@ -145,7 +150,7 @@ async def test_503_then_200_with_the_same_webhook_id(
         assert json.loads(received.body) == BODY
 
 
-async def test_410_is_permanent_with_the_start_of_the_body(
+async def test_410_is_permanent_and_its_body_is_never_shown(
     pipeline: tuple[FakePipeline, str], session: aiohttp.ClientSession, clock: Clock
 ) -> None:
     fake, url = pipeline
@@ -153,7 +158,7 @@ async def test_410_is_permanent_with_the_start_of_the_body(
     result = await adapter(session, clock).deliver(delivery(url))
     assert not result.ok
     assert result.permanent
-    assert result.detail == "HTTP 410: " + ("run finished long ago " + "x" * 500)[:200]
+    assert result.detail == "receiver refused the callback (HTTP 410) (permanent, not retried)"
     assert "pipeline-token" not in result.detail
 
 
@@ -167,7 +172,9 @@ async def test_transient_statuses_are_retryable(
     fake, url = pipeline
     fake.script = [(status, "later")]
     result = await adapter(session, clock).deliver(delivery(url))
-    assert result == DeliveryResult(ok=False, detail=f"HTTP {status}", permanent=False)
+    assert (result.ok, result.permanent) == (False, False)
+    assert result.detail.endswith(f"(HTTP {status})")
+    assert "later" not in result.detail
 
 
 @pytest.mark.parametrize(("status", "text"), [(400, ""), (404, "no such run"), (422, "nope")])
@@ -181,7 +188,7 @@ async def test_other_4xx_are_permanent(
     fake, url = pipeline
     fake.script = [(status, text)]
     result = await adapter(session, clock).deliver(delivery(url))
-    expected = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+    expected = f"receiver refused the callback (HTTP {status}) (permanent, not retried)"
     assert result == DeliveryResult(ok=False, detail=expected, permanent=True)
 
 
@@ -191,7 +198,12 @@ async def test_redirects_are_not_followed(
     fake, url = pipeline
     fake.script = [(307, "")]
     result = await adapter(session, clock).deliver(delivery(url))
-    assert result == DeliveryResult(ok=False, detail="HTTP 307", permanent=True)
+    assert result == DeliveryResult(
+        ok=False,
+        detail="receiver answered with a redirect (HTTP 307); Quorum does not follow redirects "
+        "(permanent, not retried)",
+        permanent=True,
+    )
     assert len(fake.received) == 1
 
 
@@ -204,9 +216,14 @@ async def test_receiver_with_another_secret_rejects_the_signature(
         signer=StandardWebhookSigner("whsec_c29tZSBvdGhlciBjYWxsYmFjayBzZWNyZXQ="),
         http=session,
         clock=clock,
+        egress=LOOPBACK,
     )
     result = await other.deliver(delivery(url))
-    assert result == DeliveryResult(ok=False, detail="HTTP 401: bad signature", permanent=True)
+    assert result == DeliveryResult(
+        ok=False,
+        detail="receiver refused the callback (HTTP 401) (permanent, not retried)",
+        permanent=True,
+    )
     assert fake.received[0].webhook_id is None
 
 
@@ -218,7 +235,9 @@ async def test_connection_refused_is_retryable(
         port = probe.getsockname()[1]
     # Nothing listens on the port once the probe socket is closed.
     result = await adapter(session, clock).deliver(delivery(f"http://127.0.0.1:{port}/hook"))
-    assert result == DeliveryResult(ok=False, detail="connection refused", permanent=False)
+    assert result == DeliveryResult(
+        ok=False, detail="cannot connect to 127.0.0.1: connection refused", permanent=False
+    )
 
 
 async def test_timeout_is_retryable(
@@ -266,10 +285,11 @@ async def test_without_a_signer_callbacks_fail_rather_than_go_unsigned(
         signer=None,
         http=session,
         clock=clock,
+        egress=LOOPBACK,
     )
     result = await unsigned.deliver(delivery(url))
     assert result == DeliveryResult(
-        ok=False, detail="no callback secret configured", permanent=True
+        ok=False, detail="no callback signing key or secret configured", permanent=True
     )
     assert fake.received == []
     assert (await unsigned.deliver(delivery(None))).ok  # polling needs no secret

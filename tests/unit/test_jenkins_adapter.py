@@ -44,7 +44,8 @@ def test_payload_action(state: RequestState, action: str) -> None:
         state=state,
         decided_at=NOW,
     )
-    payload = JenkinsNotifier(USER, API_TOKEN, _no_http).delivery_payload(request, [])
+    notifier = JenkinsNotifier(USER, API_TOKEN, _no_http, base_url="https://ci")
+    payload = notifier.delivery_payload(request, [])
     assert payload["action"] == action
     assert payload["input_url"] == "https://ci/job/x/1/input/Q/"
 
@@ -77,7 +78,7 @@ async def test_answers_the_input_step(
     http: aiohttp.ClientSession, require_crumb: bool, action: str
 ) -> None:
     async with FakeJenkins(require_crumb=require_crumb) as jenkins:
-        notifier = JenkinsNotifier(USER, API_TOKEN, lambda: http)
+        notifier = JenkinsNotifier(USER, API_TOKEN, lambda: http, base_url=jenkins.base_url)
         result = await notifier.deliver(_delivery(jenkins.add_input(), action))
         assert result.ok, result
         [answer] = jenkins.recorded
@@ -87,7 +88,7 @@ async def test_answers_the_input_step(
 
 async def test_a_gone_build_is_a_permanent_failure(http: aiohttp.ClientSession) -> None:
     async with FakeJenkins() as jenkins:
-        notifier = JenkinsNotifier(USER, API_TOKEN, lambda: http)
+        notifier = JenkinsNotifier(USER, API_TOKEN, lambda: http, base_url=jenkins.base_url)
         gone = f"{jenkins.base_url}/job/storefront-deploy/41/input/Q/"
         result = await notifier.deliver(_delivery(gone, "proceedEmpty"))
     assert (result.ok, result.permanent) == (False, True)
@@ -96,7 +97,7 @@ async def test_a_gone_build_is_a_permanent_failure(http: aiohttp.ClientSession) 
 
 async def test_wrong_credentials_are_permanent(http: aiohttp.ClientSession) -> None:
     async with FakeJenkins() as jenkins:
-        notifier = JenkinsNotifier(USER, "wrong-token", lambda: http)
+        notifier = JenkinsNotifier(USER, "wrong-token", lambda: http, base_url=jenkins.base_url)
         result = await notifier.deliver(_delivery(jenkins.add_input(), "abort"))
     assert (result.ok, result.permanent) == (False, True)
     assert "Jenkins HTTP 401" in result.detail
@@ -106,9 +107,8 @@ async def test_an_unreachable_jenkins_is_retried(http: aiohttp.ClientSession) ->
     async with FakeJenkins() as jenkins:
         url = jenkins.add_input()
     # The server is stopped now: connection refused.
-    result = await JenkinsNotifier(USER, API_TOKEN, lambda: http).deliver(
-        _delivery(url, "proceedEmpty")
-    )
+    notifier = JenkinsNotifier(USER, API_TOKEN, lambda: http, base_url=jenkins.base_url)
+    result = await notifier.deliver(_delivery(url, "proceedEmpty"))
     assert (result.ok, result.permanent) == (False, False)
 
 

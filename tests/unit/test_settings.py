@@ -76,18 +76,21 @@ def test_serve_requires_slack_credentials_unless_dev() -> None:
         "SLACK_BOT_TOKEN",
         "SLACK_SIGNING_SECRET",
         "QUORUM_WEBHOOK_SECRET",
+        "QUORUM_CALLBACK_SIGNING_KEY_FILE",
     ]
     dev = load_settings({"QUORUM_DEV": "1"})
     dev.require_for_serve()
     assert "SLACK_BOT_TOKEN" in dev.uses_dev_values()
 
 
-def test_rotation_and_callback_secret_default() -> None:
+def test_rotation_and_no_callback_secret_fallback() -> None:
     a, b = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_c2Vjb25k"
     settings = load_settings({"QUORUM_WEBHOOK_SECRET": f"{a} {b}"})
     assert settings.webhook_secrets == [a, b]
-    assert settings.callback_secret == a
-    assert load_settings({"QUORUM_CALLBACK_SECRET": b}).callback_secret == b
+    assert settings.callback_secrets == []  # never the webhook secret
+    assert not settings.ephemeral_callback_key
+    c = "whsec_" + "Y2FsbGJhY2tzIG9ubHkgY2FsbGJhY2tz"
+    assert load_settings({"QUORUM_CALLBACK_SECRET": f"{c} {b}"}).callback_secrets == [c, b]
 
 
 def test_explicit_settings_do_not_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
