@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,10 @@ from bot.pipelines.callback_keys import PublicKeyInfo
 from bot.services.errors import NotFound
 from bot.services.status import RequestStatus
 from handlers.errors import json_error
+
+# What Quorum's ids look like (bot/services/ids.py): anything else names no request, and is
+# answered 404 before it reaches the database (PostgreSQL refuses NUL in a query parameter).
+_REQUEST_ID = re.compile(r"[a-z]{1,16}_[0-9a-z]{1,64}")
 
 GetStatus = Callable[[str], Awaitable[RequestStatus]]
 GetTrail = Callable[[str], Awaitable[Sequence[RecordedEvent]]]
@@ -37,8 +42,11 @@ def register(
     async def handle_request_status(request: web.Request) -> web.Response:
         if not _authorized(request, api_token):
             return _unauthorized()
+        request_id = request.match_info["request_id"]
+        if not _REQUEST_ID.fullmatch(request_id):
+            return _no_such(request_id)
         try:
-            status = await get_status(request.match_info["request_id"])
+            status = await get_status(request_id)
         except NotFound as exc:
             return json_error(404, exc.message)
         return web.json_response(render_status(status))
@@ -46,8 +54,11 @@ def register(
     async def handle_request_events(request: web.Request) -> web.Response:
         if not _authorized(request, api_token):
             return _unauthorized()
+        request_id = request.match_info["request_id"]
+        if not _REQUEST_ID.fullmatch(request_id):
+            return _no_such(request_id)
         try:
-            trail = await get_trail(request.match_info["request_id"])
+            trail = await get_trail(request_id)
         except NotFound as exc:
             return json_error(404, exc.message)
         return web.json_response({"events": [render_event(entry) for entry in trail]})
@@ -74,6 +85,10 @@ def render_keys(keys: Sequence[PublicKeyInfo]) -> dict[str, Any]:
     }
 
 
+def _no_such(request_id: str) -> web.Response:
+    return json_error(404, f"no request {request_id[:80]!r}: not a Quorum request id")
+
+
 def _unauthorized() -> web.Response:
     return web.json_response(
         {"error": "missing or wrong bearer token"},
@@ -88,7 +103,9 @@ def _authorized(request: web.Request, api_token: str | None) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), api_token.encode()
+        # a header is decoded with surrogateescape: non-UTF-8 bytes come back as bytes
+        token.strip().encode("utf-8", "surrogateescape"),
+        api_token.encode(),
     )
 
 

@@ -57,9 +57,10 @@ def signature_valid(
         return False
     if abs(now.timestamp() - sent) > _TOLERANCE_SECONDS:
         return False
-    base = b"v0:" + timestamp.encode() + b":" + body
+    # Headers are decoded with surrogateescape: non-UTF-8 bytes come back as bytes, not an error.
+    base = b"v0:" + timestamp.encode("utf-8", "surrogateescape") + b":" + body
     expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), signature.encode())
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape"))
 
 
 class _ClockedRequestVerification(AsyncRequestVerification):

@@ -338,3 +338,35 @@ def egress_session(
     it."""
     connector = aiohttp.TCPConnector(resolver=EgressResolver(policy, resolver), limit=100)
     return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+
+_ENCODED_SEPARATORS = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
+
+
+def url_under(url: str, base: str) -> bool:
+    """Whether `url` names a path under `base` (e.g. JENKINS_URL) as the HTTP client will send it:
+    same scheme, host and port, no credentials, and a path below base's once dot segments are
+    resolved. Dot segments, encoded dots or slashes and backslashes are refused outright, since
+    the client (yarl) resolves `..` before sending: a string prefix check alone lets
+    `{base}../other-app/` carry base's credentials to another application on the same host."""
+    if "\\" in url or _ENCODED_SEPARATORS.search(url):
+        return False
+    try:
+        target, root = URL(url), URL(base)
+        target_port, root_port = target.port, root.port
+    except ValueError:
+        return False
+    if any(segment in (".", "..") for segment in url.split("?")[0].split("/")[3:]):
+        return False
+    if (
+        not target.is_absolute()
+        or target.scheme.lower() != root.scheme.lower()
+        or (target.host or "").lower().rstrip(".") != (root.host or "").lower().rstrip(".")
+        or target_port != root_port
+        or target.user is not None
+        or target.password is not None
+    ):
+        return False
+    prefix = root.path if root.path.endswith("/") else root.path + "/"
+    path = target.path if target.path.endswith("/") else target.path + "/"
+    return path.startswith(prefix)

@@ -39,7 +39,7 @@ from bot.pipelines.base import (
     iso_utc,
     refuse_control_characters,
 )
-from bot.pipelines.egress import EgressPolicy, UrlRefused
+from bot.pipelines.egress import EgressPolicy, UrlRefused, url_under
 from bot.pipelines.outbound import NOT_RETRIED, callback_result, connect_failure
 from bot.pipelines.signing import StandardWebhookVerifier, WebhookSigner
 from bot.ports import DeliveryResult
@@ -321,8 +321,7 @@ class GenericAdapter:
             refused.append(FieldError("callback_url", reason))
         if model.jenkins is not None:
             input_url = model.jenkins.input_url
-            under = input_url if input_url.endswith("/") else input_url + "/"
-            if self._jenkins_url is not None and not under.startswith(self._jenkins_url):
+            if self._jenkins_url is not None and not url_under(input_url, self._jenkins_url):
                 refused.append(
                     FieldError(
                         "jenkins.input_url",

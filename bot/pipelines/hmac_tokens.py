@@ -51,7 +51,8 @@ class HubSignatureVerifier:
         header = header.strip()
         if len(header) > _MAX_HEADER or not header.startswith(_SHA256_PREFIX):
             raise SignatureError("X-Hub-Signature-256 is not 'sha256=<hex>'")
-        offered = header[len(_SHA256_PREFIX) :].lower().encode()
+        # (headers are decoded with surrogateescape: non-UTF-8 bytes come back as bytes)
+        offered = header[len(_SHA256_PREFIX) :].lower().encode("utf-8", "surrogateescape")
         matched = False
         for key in self.__keys:
             expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
@@ -76,7 +77,7 @@ class TokenVerifier:
             raise SignatureError(f"missing header {self._header}")
         if len(offered) > _MAX_HEADER:
             raise SignatureError(f"{self._header} does not match")
-        candidate = offered.encode()
+        candidate = offered.encode("utf-8", "surrogateescape")
         matched = False
         for token in self.__tokens:
             # Hash both sides so the comparison takes the same time whatever the lengths.

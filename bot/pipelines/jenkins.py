@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bot.domain.model import ApprovalRequest, Delivery, RequestState, Vote
+from bot.pipelines.egress import url_under
 from bot.pipelines.outbound import Reply, failure, send
 from bot.ports import DeliveryResult
 from bot.settings import Settings
@@ -108,7 +109,7 @@ class JenkinsNotifier:
         if not isinstance(input_url, str) or action not in ("proceedEmpty", "abort"):
             return DeliveryResult(ok=False, detail="delivery has no Jenkins target", permanent=True)
         url = input_url if input_url.endswith("/") else input_url + "/"
-        if not url.startswith(self._base_url):
+        if not url_under(url, self._base_url):
             return DeliveryResult(
                 ok=False,
                 detail=f"input_url is not under JENKINS_URL {self._base_url}; not sent",

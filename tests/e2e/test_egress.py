@@ -232,6 +232,11 @@ async def test_a_jenkins_input_url_outside_jenkins_url_is_refused(db_url: str) -
             "http://127.0.0.1:9/job/x/1/input/Q/",
             "https://jenkins.example.com/other/job/x/1/input/Q/",
             "https://jenkins.example.com.evil.example/ci/job/x/1/input/Q/",
+            # the client resolves dot segments before sending: these leave /ci/
+            "https://jenkins.example.com/ci/../other/job/x/1/input/Q/",
+            "https://jenkins.example.com/ci/%2e%2e/other/job/x/1/input/Q/",
+            "https://jenkins.example.com/ci/job/..%2Fother/input/Q/",
+            "https://quorum@jenkins.example.com/ci/job/x/1/input/Q/",
         ):
             status, data = await env.quorum.webhook(body_for(jenkins={"input_url": elsewhere}))
             assert status == 422, data

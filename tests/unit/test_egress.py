@@ -17,6 +17,7 @@ from bot.pipelines.egress import (
     EgressRefused,
     EgressResolver,
     address_kind,
+    url_under,
 )
 from bot.pipelines.gitlab import GitLabAdapter
 from bot.pipelines.hmac_tokens import TokenVerifier
@@ -329,3 +330,34 @@ async def test_gitlab_sends_its_token_to_gitlab_url_only_whatever_the_hook_names
         [call] = gitlab.recorded
         assert call.path == "/api/v4/projects/30/deployments/15/approval"
         assert (elsewhere.recorded, elsewhere.refused) == ([], [])
+
+
+_BASE = "https://jenkins.example.com/ci/"
+
+
+@pytest.mark.parametrize(
+    ("url", "under"),
+    [
+        (_BASE + "job/deploy/7/input/Q/", True),
+        ("https://jenkins.example.com/ci", True),
+        ("HTTPS://Jenkins.Example.com./ci/job/a/", True),
+        ("https://jenkins.example.com:443/ci/job/a/", True),
+        (_BASE + "../other-app/", False),  # yarl resolves it to /other-app/ before sending
+        (_BASE + "job/../../other-app/", False),
+        (_BASE + "./job/", False),
+        (_BASE + "%2e%2e/other-app/", False),
+        (_BASE + "%2E%2e/other-app/", False),
+        (_BASE + "job%2f..%2fother/", False),
+        (_BASE + "job\\..\\other/", False),
+        ("https://jenkins.example.com/ciX/job/", False),
+        ("https://jenkins.example.com/other/ci/", False),
+        ("http://jenkins.example.com/ci/job/", False),
+        ("https://jenkins.example.com:8443/ci/job/", False),
+        ("https://user:pw@jenkins.example.com/ci/job/", False),
+        ("https://jenkins.example.com.evil.example/ci/job/", False),
+        ("https://jenkins.example.com:99999/ci/job/", False),
+        ("/ci/job/", False),
+    ],
+)
+def test_url_under_resolves_what_the_client_would_send(url: str, under: bool) -> None:
+    assert url_under(url, _BASE) is under
