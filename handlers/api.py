@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,12 +13,9 @@ from bot.domain.model import RecordedEvent
 from bot.pipelines.base import iso_utc
 from bot.pipelines.callback_keys import PublicKeyInfo
 from bot.services.errors import NotFound
+from bot.services.ids import looks_like_id
 from bot.services.status import RequestStatus
 from handlers.errors import json_error
-
-# What Quorum's ids look like (bot/services/ids.py): anything else names no request, and is
-# answered 404 before it reaches the database (PostgreSQL refuses NUL in a query parameter).
-_REQUEST_ID = re.compile(r"[a-z]{1,16}_[0-9a-z]{1,64}")
 
 GetStatus = Callable[[str], Awaitable[RequestStatus]]
 GetTrail = Callable[[str], Awaitable[Sequence[RecordedEvent]]]
@@ -43,7 +39,7 @@ def register(
         if not _authorized(request, api_token):
             return _unauthorized()
         request_id = request.match_info["request_id"]
-        if not _REQUEST_ID.fullmatch(request_id):
+        if not looks_like_id(request_id):  # never looked up (PostgreSQL refuses NUL)
             return _no_such(request_id)
         try:
             status = await get_status(request_id)
@@ -55,7 +51,7 @@ def register(
         if not _authorized(request, api_token):
             return _unauthorized()
         request_id = request.match_info["request_id"]
-        if not _REQUEST_ID.fullmatch(request_id):
+        if not looks_like_id(request_id):  # never looked up (PostgreSQL refuses NUL)
             return _no_such(request_id)
         try:
             trail = await get_trail(request_id)

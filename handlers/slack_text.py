@@ -170,29 +170,22 @@ def pending(found: Pending, zone: ZoneInfo, now: datetime) -> Mrkdwn:
 def delegations(
     given: Sequence[Delegation], received: Sequence[Delegation], zone: ZoneInfo, now: datetime
 ) -> Mrkdwn:
-    lines: list[Mrkdwn] = []
-    if given:
-        lines.append(md("*You delegated to:*"))
-        lines += [
+    def listed(heading: Mrkdwn, people: Sequence[tuple[str, Delegation]]) -> list[Mrkdwn]:
+        if not people:
+            return []
+        return [heading] + [
             md(
                 "• {} {} until {}",
-                mrkdwn.user(d.delegate),
+                mrkdwn.user(who),
                 _envs(d.environments),
                 describe(d.ends_at, zone, now),
             )
-            for d in given
+            for who, d in people
         ]
-    if received:
-        lines.append(md("*You may vote on behalf of:*"))
-        lines += [
-            md(
-                "• {} {} until {}",
-                mrkdwn.user(d.delegator),
-                _envs(d.environments),
-                describe(d.ends_at, zone, now),
-            )
-            for d in received
-        ]
+
+    lines = listed(md("*You delegated to:*"), [(d.delegate, d) for d in given]) + listed(
+        md("*You may vote on behalf of:*"), [(d.delegator, d) for d in received]
+    )
     if not lines:
         return md("You have no delegations, and nobody delegated to you.")
     return mrkdwn.join("\n", lines)

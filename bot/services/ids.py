@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime
 
@@ -14,3 +15,12 @@ def new_id(prefix: str, now: datetime) -> str:
     stamp = "".join(_ALPHABET[(millis >> shift) & 31] for shift in range(45, -1, -5))
     rand = "".join(secrets.choice(_ALPHABET) for _ in range(10))
     return f"{prefix}_{stamp}{rand}"
+
+
+_ID = re.compile(r"[a-z]{1,16}_[0-9a-z]{1,64}")
+
+
+def looks_like_id(text: str) -> bool:
+    """Whether `text` has the shape of an id `new_id` makes (a prefix, `_`, base32): anything
+    else names nothing, and need not be looked up."""
+    return _ID.fullmatch(text) is not None
